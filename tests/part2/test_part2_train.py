@@ -1,0 +1,69 @@
+"""Part 2: the training script end to end (short runs), its command line, and bad input."""
+import pytest
+from partloader import load_part, run_script, assert_one_line_error
+
+train, sample = load_part("part2_tiny_llm", "train", "sample")
+
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--block_size", "16", "--batch_size", "8",
+        "--eval_iters", "2", "--sample_tokens", "20", "--log_interval", "1000"]
+
+
+def run_tiny(tmp_path, *extra):
+    train_cfg, model_cfg = train.parse_configs([*TINY, "--out_dir", str(tmp_path), *extra])
+    return train.main(train_cfg, model_cfg)
+
+
+def test_short_run_learns_and_writes_outputs(tmp_path):
+    result = run_tiny(tmp_path, "--max_steps", "60", "--eval_interval", "30")
+    first, last = result["history"][0], result["history"][-1]
+    assert last["val"] < 3.6 < 5.5  # far below ln(256) = 5.55: it learned the byte frequencies at least
+    assert last["train"] <= first["train"]
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_cpu_runs_are_repeatable(tmp_path):
+    a = run_tiny(tmp_path / "a", "--max_steps", "10", "--eval_interval", "5")
+    b = run_tiny(tmp_path / "b", "--max_steps", "10", "--eval_interval", "5")
+    assert [h["val"] for h in a["history"]] == [h["val"] for h in b["history"]]
+    assert a["sample"] == b["sample"]
+
+
+def test_sample_script_continues_a_prompt(tmp_path, capsys):
+    run_tiny(tmp_path, "--max_steps", "2", "--eval_interval", "1")
+    texts = sample.main(["--checkpoint", str(tmp_path / "best.pt"), "--prompt", "ROMEO:", "--max_new_tokens", "10",
+                         "--top_k", "5", "--top_p", "0.9", "--num_samples", "2"])
+    assert len(texts) == 2 and all(t.startswith("ROMEO:") for t in texts)
+    long_prompt = "x" * 40  # longer than block_size 16: cropped, with a note
+    texts = sample.main(["--checkpoint", str(tmp_path / "best.pt"), "--prompt", long_prompt, "--max_new_tokens", "3"])
+    assert texts[0].startswith(long_prompt) and "sees only the last 16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--lr", "-1"], ["--lr"]),
+    (["--val_fraction", "1.5"], ["--val_fraction"]),
+    (["--max_steps", "0"], ["--max_steps"]),
+    (["--n_embd", "30", "--n_head", "4"], ["divisible"]),
+    (["--data", "no/such/file.txt"], ["not found"]),
+])
+def test_bad_training_flags_are_one_line_errors(args, words):
+    assert_one_line_error(run_script("part2_tiny_llm/train.py", *args), *words)
+
+
+def test_empty_or_too_short_data_is_a_one_line_error(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_one_line_error(run_script("part2_tiny_llm/train.py", "--data", str(empty)), "empty")
+    short = tmp_path / "short.txt"
+    short.write_text("too short for a 64-byte context")
+    assert_one_line_error(run_script("part2_tiny_llm/train.py", "--data", str(short)), "too short")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--top_p", "0"], ["--top_p"]),
+    (["--top_p", "1.5"], ["--top_p"]),
+    (["--top_k", "0"], ["--top_k"]),
+    (["--temperature", "-1"], ["--temperature"]),
+    (["--checkpoint", "missing.pt"], ["not found"]),
+])
+def test_bad_sampling_flags_are_one_line_errors(args, words):
+    assert_one_line_error(run_script("part2_tiny_llm/sample.py", *args), *words)

@@ -1,0 +1,26 @@
+"""Every part runs on its own: copy the folder (and data/) anywhere and its train.py still works."""
+import shutil
+
+import pytest
+from partloader import ROOT, run_script
+
+# The fastest arguments that still exercise each part's whole train.py.
+FAST_ARGS = {
+    "part1_transformer": ["--max_steps", "5"],
+    "part2_tiny_llm": ["--max_steps", "4", "--eval_interval", "2", "--eval_iters", "1", "--sample_tokens", "8",
+                       "--n_layer", "1", "--n_embd", "32", "--out_dir", "out"],
+}
+
+
+@pytest.mark.parametrize("part", sorted(FAST_ARGS))
+def test_part_runs_from_a_copied_folder(part, tmp_path):
+    shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__", "out", "results"))
+    shutil.copytree(ROOT / "data", tmp_path / "data", ignore=shutil.ignore_patterns("cache"))
+    result = run_script(f"{part}/train.py", *FAST_ARGS[part], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loss" in result.stdout
+
+
+def test_every_part_folder_is_listed():
+    parts = sorted(p.name for p in ROOT.glob("part[0-9]*_*") if (p / "train.py").exists())
+    assert parts == sorted(FAST_ARGS), "add the new part's fast arguments to FAST_ARGS"
