@@ -111,7 +111,8 @@ def main():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small slices, ~10 s: a smoke test")
     parser.add_argument("--gutenberg_dir", default=str(GUTENBERG), help="folder with gutenberg_fiction_*.txt.xz")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bpe_bench.md"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bpe_bench.md"),
+                        help="where to write the markdown report")
     args = parser.parse_args()
     if not SHAKESPEARE.is_file():
         parser.error(f"no such file: {SHAKESPEARE}")
