@@ -437,6 +437,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
     reached_at = next((h for h in history if h["val"] <= train_cfg.target_loss), None)
     last_step = min(train_cfg.max_steps, train_cfg.stop_after or train_cfg.max_steps)
     t_start, t_last, step = time.time(), time.time(), start_step - 1
+    logged_step = step  # the last step whose speed was measured
     for step in range(start_step, last_step + 1):
         lr = lr_at(step - 1, train_cfg)
         for group in optimizer.param_groups:
@@ -451,10 +452,10 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-        if step % train_cfg.log_interval == 0 or step == start_step:
+        if step % train_cfg.log_interval == 0 or step == 1:
             loss = mean_over_processes(loss, world_size, device)
             now = time.time()
-            steps_done = train_cfg.log_interval if step != start_step else 1
+            steps_done, logged_step = step - logged_step, step
             tok_s = tokens_per_step * steps_done / (now - t_last)
             mfu = flops_per_step * steps_done / (now - t_last) / peak if peak else None
             eta = (now - t_start) / (step - start_step + 1) * (last_step - step)
