@@ -12,6 +12,7 @@ a schedule (4.3), checkpoints (4.4) and logs (4.5) -> best checkpoint + plots ->
 """
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -71,17 +72,17 @@ class TrainConfig:
 
 # Named configurations. Flags given on the command line override them.
 PRESETS = {
-    "cpu": {},  # the TrainConfig/GPTConfig defaults
+    "cpu": {"max_chars": 20_000_000},  # the TrainConfig/GPTConfig defaults, on the first 20M characters
     "tiny": {"max_chars": 1_000_000, "tokenizer_chars": 300_000, "bpe_vocab_size": 512, "max_steps": 60,
              "warmup_steps": 10, "eval_interval": 30, "eval_iters": 4, "batch_size": 8, "block_size": 64,
              "n_layer": 2, "n_head": 2, "n_embd": 64, "sample_tokens": 20, "ckpt_interval": 30},
     "gpu": {"data": "data/gutenberg_train_a.txt.xz,data/gutenberg_train_b.txt.xz", "bpe_vocab_size": 8192,
             "tokenizer_chars": 20_000_000, "batch_size": 32, "block_size": 1024, "n_layer": 6, "n_head": 12,
-            "n_embd": 768, "max_steps": 3000, "lr": 1.5e-3, "warmup_steps": 200, "eval_interval": 500,
+            "n_embd": 768, "max_steps": 5000, "lr": 1.5e-3, "warmup_steps": 200, "eval_interval": 500,
             "eval_iters": 40, "log_interval": 100, "ckpt_interval": 1000, "compile": True, "sample_tokens": 300},
     "shakespeare_gpu": {"data": "data/tinyshakespeare.txt", "val_data": "", "tokenizer": "bytes",
                         "batch_size": 64, "block_size": 256, "n_layer": 6, "n_head": 6, "n_embd": 384,
-                        "max_steps": 2000, "lr": 2e-3, "warmup_steps": 100, "eval_interval": 50,
+                        "max_steps": 1000, "lr": 3e-3, "warmup_steps": 100, "eval_interval": 50,
                         "eval_iters": 10, "log_interval": 100, "ckpt_interval": 100000, "dropout": 0.2,
                         "target_loss": 1.47, "sample_tokens": 300},
 }
@@ -223,6 +224,12 @@ def get_batch(data, block_size, batch_size, generator=None, rank=0, world_size=1
     return window[:, :-1], window[:, 1:]
 
 
+def to_device(t, device):
+    if device.startswith("cuda"):  # pinned host memory lets the copy overlap with GPU work
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 # ----------------------------------------------------------------------------------------------------
 # 2.6 Validation loss: the average over eval_iters random batches, without dropout or gradients
 @torch.no_grad()
@@ -348,8 +355,9 @@ def make_optimizer(model, cfg: TrainConfig, device="cpu"):
 # ----------------------------------------------------------------------------------------------------
 # 4.2 Gradient accumulation: k micro-batches of B give the gradient of one batch of k*B
 def accumulate_gradients(model, micro_batches, autocast, scaler, ddp=False):
-    """Forward and backward each micro-batch; returns the mean loss. Each loss is divided by the number
-    of micro-batches, so the summed gradients equal the mean-loss gradient of the whole batch."""
+    """Forward and backward each micro-batch; returns the mean loss (a tensor: reading it with .item()
+    would make the CPU wait for the GPU every step). Each loss is divided by the number of
+    micro-batches, so the summed gradients equal the mean-loss gradient of the whole batch."""
     total = 0.0
     for i, (x, y) in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
@@ -359,7 +367,7 @@ def accumulate_gradients(model, micro_batches, autocast, scaler, ddp=False):
                 _, loss = model(x, y)
             loss = loss / len(micro_batches)
             scaler.scale(loss).backward()
-        total += loss.item()
+        total += loss.detach()
     return total
 
 
@@ -444,16 +452,16 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
             group["lr"] = lr
         micro = [get_batch(train_data, model_cfg.block_size, train_cfg.batch_size, gen, rank, world_size)
                  for _ in range(train_cfg.grad_accum_steps)]
-        micro = [(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in micro]
+        micro = [(to_device(x, device), to_device(y, device)) for x, y in micro]
         loss = accumulate_gradients(model, micro, autocast, scaler, ddp)
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)  # a tensor, no sync
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
         if step % train_cfg.log_interval == 0 or step == 1:
-            loss = mean_over_processes(loss, world_size, device)
+            loss, grad_norm = mean_over_processes(loss.item(), world_size, device), grad_norm.item()
             now = time.time()
             steps_done, logged_step = step - logged_step, step
             tok_s = tokens_per_step * steps_done / (now - t_last)
@@ -491,11 +499,31 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
               "steps": step, "checkpoint": os.path.join(train_cfg.out_dir, "best.pt")}
     if master and history:
         plot_losses(history, os.path.join(train_cfg.out_dir, "loss.png"))
+        write_summary(result, train_cfg, model_cfg, device, world_size, wall, step - start_step + 1)
         reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist())
         result.update(sample_from_best(result["checkpoint"], tok, reference, train_cfg, device, autocast))
     if ddp:
         dist.destroy_process_group()
     return result
+
+
+def write_summary(result, train_cfg, model_cfg, device, world_size, wall, steps_run):
+    """results.json: the figures a milestone report needs, next to the exact command."""
+    mfus = [r["mfu"] for r in read_metrics(train_cfg.out_dir) if "mfu" in r][1:]  # the first includes start-up
+    summary = {"command": " ".join(["python"] + sys.argv), "device": torch.cuda.get_device_name(device)
+               if device.startswith("cuda") else device, "processes": world_size, "dtype": result["dtype"],
+               "params": result["params"], "steps": result["steps"], "tokens_seen": result["tokens_per_step"] * steps_run,
+               "wall_s": round(wall, 1), "tokens_per_s": round(result["tokens_per_step"] * steps_run / wall),
+               "mean_mfu": round(sum(mfus) / len(mfus), 4) if mfus else None, "best_val": result["best_val"],
+               "unigram_val": result["unigram_val"], "reached_target": result["reached_target"],
+               "train_config": dataclasses.asdict(train_cfg), "model_config": dataclasses.asdict(model_cfg)}
+    with open(os.path.join(train_cfg.out_dir, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+
+def read_metrics(out_dir):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def sample_from_best(ckpt_path, tok, reference_text, train_cfg, device, autocast):
