@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -472,6 +473,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
                      f"{tok_s:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "") + f" | ETA {eta:.0f}s")
             t_last = now
         if step % train_cfg.eval_interval == 0 or step == last_step:
+            t_eval = time.time()
             losses = estimate_loss(raw_model, splits, model_cfg.block_size, train_cfg.batch_size,
                                    train_cfg.eval_iters, device, autocast=autocast)
             history.append({"step": step, "time": time_offset + time.time() - t_start, **losses})
@@ -485,6 +487,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
             if reached_at is None and losses["val"] <= train_cfg.target_loss:
                 reached_at = history[-1]
                 log.text(f"reached val {train_cfg.target_loss} at step {step}, {reached_at['time']:.1f}s")
+            t_last += time.time() - t_eval  # tokens/s and MFU measure training steps, not evaluation
         if master and (step % train_cfg.ckpt_interval == 0 or step == last_step):
             save_checkpoint(os.path.join(train_cfg.out_dir, "last.pt"), raw_model, model_cfg, step, best_val,
                             {**tok_state, **training_state(optimizer, scaler, gen, history, best_val, train_cfg)})
@@ -509,12 +512,13 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
 
 def write_summary(result, train_cfg, model_cfg, device, world_size, wall, steps_run):
     """results.json: the figures a milestone report needs, next to the exact command."""
-    mfus = [r["mfu"] for r in read_metrics(train_cfg.out_dir) if "mfu" in r][1:]  # the first includes start-up
+    mfus = [r["mfu"] for r in read_metrics(train_cfg.out_dir) if "mfu" in r]
     summary = {"command": " ".join(["python"] + sys.argv), "device": torch.cuda.get_device_name(device)
                if device.startswith("cuda") else device, "processes": world_size, "dtype": result["dtype"],
                "params": result["params"], "steps": result["steps"], "tokens_seen": result["tokens_per_step"] * steps_run,
-               "wall_s": round(wall, 1), "tokens_per_s": round(result["tokens_per_step"] * steps_run / wall),
-               "mean_mfu": round(sum(mfus) / len(mfus), 4) if mfus else None, "best_val": result["best_val"],
+               "wall_s": round(wall, 1), "tokens_per_s_overall": round(result["tokens_per_step"] * steps_run / wall),
+               "median_mfu": round(statistics.median(mfus), 4) if mfus else None,  # robust to the start-up step
+               "best_val": result["best_val"],
                "unigram_val": result["unigram_val"], "reached_target": result["reached_target"],
                "train_config": dataclasses.asdict(train_cfg), "model_config": dataclasses.asdict(model_cfg)}
     with open(os.path.join(train_cfg.out_dir, "results.json"), "w") as f:

@@ -14,7 +14,7 @@ ARGS = ["--max_chars", "2000000", "--tokenizer_chars", "500000", "--bpe_vocab_si
         "--n_embd", "64", "--max_steps", "600", "--warmup_steps", "50", "--lr", "3e-3", "--eval_interval", "100",
         "--eval_iters", "10", "--log_interval", "20", "--ckpt_interval", "100", "--sample_tokens", "40",
         "--tensorboard", "false"]
-MARGIN = 0.8  # nats per token below the unigram baseline
+MARGIN = 1.2  # nats per token below the unigram baseline (measured: 1.55)
 
 
 def losses(path):
