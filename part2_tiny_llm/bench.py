@@ -52,7 +52,8 @@ def main(argv=None):
     reached = result["reached_target"]
     tokens = 12 * 64 * args.max_steps
     row = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads",
         "matmul_gflops_before": round(gflops_before, 1), "matmul_gflops_after": round(gflops_after, 1),
         "steps": args.max_steps, "wall_s": round(result["wall_time"], 1),
         "tokens_per_s": round(tokens / result["wall_time"]), "best_val": round(result["best_val"], 4),

@@ -8,9 +8,7 @@ best checkpoint + loss-curve PNG -> samples (2.5). Outputs go to --out_dir (defa
 """
 import argparse
 import dataclasses
-import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 

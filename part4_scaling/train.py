@@ -432,7 +432,8 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
         model = torch.compile(model)
     ddp = world_size > 1
     if ddp:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
+        device_ids = [device] if device.startswith("cuda") else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     tokens_per_step = train_cfg.batch_size * model_cfg.block_size * train_cfg.grad_accum_steps * world_size
     flops_per_step = raw_model.flops_per_token() * tokens_per_step
@@ -494,7 +495,8 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
     wall = time.time() - t_start
     log.close()
     if master and step >= start_step:
-        log.text(f"best val loss {best_val:.4f} | {wall:.0f}s | {tokens_per_step * (step - start_step + 1) / wall:,.0f} tok/s")
+        tok_s = tokens_per_step * (step - start_step + 1) / wall
+        log.text(f"best val loss {best_val:.4f} | {wall:.0f}s | {tok_s:,.0f} tok/s")
 
     result = {"best_val": best_val, "history": history, "wall_time": wall, "reached_target": reached_at,
               "unigram_val": unigram_loss(train_data, val_data, tok.vocab_size),
@@ -515,7 +517,8 @@ def write_summary(result, train_cfg, model_cfg, device, world_size, wall, steps_
     mfus = [r["mfu"] for r in read_metrics(train_cfg.out_dir) if "mfu" in r]
     summary = {"command": " ".join(["python"] + sys.argv), "device": torch.cuda.get_device_name(device)
                if device.startswith("cuda") else device, "processes": world_size, "dtype": result["dtype"],
-               "params": result["params"], "steps": result["steps"], "tokens_seen": result["tokens_per_step"] * steps_run,
+               "params": result["params"], "steps": result["steps"],
+               "tokens_seen": result["tokens_per_step"] * steps_run,
                "wall_s": round(wall, 1), "tokens_per_s_overall": round(result["tokens_per_step"] * steps_run / wall),
                "median_mfu": round(statistics.median(mfus), 4) if mfus else None,  # robust to the start-up step
                "best_val": result["best_val"],

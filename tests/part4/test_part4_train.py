@@ -1,12 +1,11 @@
 """Part 4: accumulation, mixed precision, schedules, resume, logging, multi-process, bad input."""
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
-from partloader import ROOT, assert_one_line_error, load_part, run_script
+from partloader import assert_one_line_error, load_part, run_script
 
 model, train, sample, plot_runs = load_part("part4_scaling", "model", "train", "sample", "plot_runs")
 
