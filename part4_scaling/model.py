@@ -56,11 +56,12 @@ class GPTConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.pos_embedding == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"RoPE rotates pairs of channels: the head size ({self.n_embd // self.n_head}) must be even")
+            raise ValueError(f"RoPE rotates pairs of channels: head size {self.n_embd // self.n_head} must be even")
         if self.window < 0 or self.n_sink < 0:
             raise ValueError(f"window and n_sink must be >= 0; got window {self.window}, n_sink {self.n_sink}")
         if self.n_sink + self.window > self.block_size or self.n_sink >= self.block_size:
-            raise ValueError(f"n_sink + window ({self.n_sink} + {self.window}) must fit in block_size ({self.block_size})")
+            raise ValueError(f"n_sink + window ({self.n_sink} + {self.window}) must fit in block_size "
+                             f"{self.block_size}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -401,15 +402,13 @@ class GPT(nn.Module):
         if use_cache and self.config.pos_embedding != "rope" and idx.size(1) + max_new_tokens > self.config.block_size:
             use_cache = False  # subtle: learned/sinusoidal positions end at block_size, so only RoPE caches can roll
         cache = self.new_cache() if use_cache else None
-        new_tokens = idx[:, -self.config.block_size:]  # the model only sees the last block_size tokens
+        idx_cond = idx[:, -self.config.block_size:]  # the model only sees the last block_size tokens
         for _ in range(max_new_tokens):
-            if cache is None:
-                logits = self(idx[:, -self.config.block_size:])[0][:, -1, :]
-            else:  # the prompt on the first step, then only the token sampled last
-                logits = self(new_tokens, cache=cache)[0][:, -1, :]
+            logits = self(idx_cond, cache=cache)[0][:, -1, :]
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
             idx = torch.cat([idx, next_id], dim=1)
-            new_tokens = next_id
+            # 3.4 the cache holds the past: only the new token goes in next; without it, the whole text again
+            idx_cond = next_id if cache is not None else idx[:, -self.config.block_size:]
         return idx
 
 
