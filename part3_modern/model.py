@@ -13,6 +13,15 @@ ones most learners have already seen.
 Part 2 trains it on real text, so it adds:
   2.3 cross-entropy over every position of the shifted targets
   2.5 sampling with temperature, top-k and top-p
+
+Part 3 modernises it the way LLaMA and Mistral did. Each upgrade has a switch in GPTConfig, so the same
+code trains Part 2's model (norm="layernorm", pos_embedding="learned", mlp="gelu") and every step between:
+  3.1 RMSNorm instead of LayerNorm
+  3.2 RoPE: rotate queries and keys by their position instead of adding a position vector
+  3.3 SwiGLU feed-forward network
+  3.4 KV cache: generate one token per step without recomputing the text before it
+  3.5 sliding-window attention and attention sinks
+  3.6 rolling-buffer KV cache: stream text of any length in a fixed amount of memory
 """
 import math
 from dataclasses import dataclass
@@ -31,14 +40,28 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True          # biases in Linear layers and LayerNorm
-    pos_embedding: str = "learned"  # 1.1: "learned" or "sinusoidal"
+    pos_embedding: str = "rope"  # 1.1: "learned" or "sinusoidal"; 3.2: "rope"
+    norm: str = "rmsnorm"      # 3.1: "rmsnorm" or Part 2's "layernorm"
+    mlp: str = "swiglu"        # 3.3: "swiglu" or Part 2's "gelu"
+    window: int = 0            # 3.5: a token sees only the last `window` tokens (0 = all of them)
+    n_sink: int = 0            # 3.5: ...plus the first n_sink tokens of the text (attention sinks)
     use_sdpa: bool = True      # fast path: F.scaled_dot_product_attention (same math, fused kernel)
 
     def __post_init__(self):
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.pos_embedding not in ("learned", "sinusoidal"):
-            raise ValueError(f"pos_embedding must be 'learned' or 'sinusoidal', got {self.pos_embedding!r}")
+        choices = {"pos_embedding": ("learned", "sinusoidal", "rope"), "norm": ("layernorm", "rmsnorm"),
+                   "mlp": ("gelu", "swiglu")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.pos_embedding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"RoPE rotates pairs of channels: head size {self.n_embd // self.n_head} must be even")
+        if self.window < 0 or self.n_sink < 0:
+            raise ValueError(f"window and n_sink must be >= 0; got window {self.window}, n_sink {self.n_sink}")
+        if self.n_sink + self.window > self.block_size or self.n_sink >= self.block_size:
+            raise ValueError(f"n_sink + window ({self.n_sink} + {self.window}) must fit in block_size "
+                             f"{self.block_size}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -55,17 +78,61 @@ def sinusoidal_positions(n_positions: int, dim: int) -> torch.Tensor:
     return pe
 
 
+# 3.2 RoPE. Channels are paired as split halves (channel i with channel i + hs/2, as in GPT-NeoX and
+# Hugging Face's LLaMA; Meta's LLaMA code pairs neighbours 2i, 2i+1 instead: same idea, other order).
+# Pair i of the vector at position p is rotated by the angle p * base^(-2i/hs). A rotation by angle a
+# followed by the dot product with a vector rotated by b only sees b - a, so q.k depends on the
+# relative offset of the two tokens, never on where they sit in the text.
+def rope_tables(n_positions: int, head_size: int, base: float = 10000.0):
+    """cos and sin of every rotation angle, each (n_positions, head_size); both halves of a pair share an angle."""
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,)
+    angles = torch.arange(n_positions, dtype=torch.float32)[:, None] * inv_freq          # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)                                          # (T, hs)
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x):
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension: a 90-degree turn of every pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    """Rotate every pair of x (..., T, hs) by the angles in cos, sin (T, hs):
+    (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), the 2-d rotation written for all pairs at once."""
+    return x * cos + rotate_half(x) * sin
+
+
 # ----------------------------------------------------------------------------------------------------
 # 1.2/1.3 Attention: softmax(Q K^T / sqrt(d)) V, with a causal mask so token t sees only tokens <= t
-def causal_attention(q, k, v, dropout_p=0.0, training=False):
-    """Manual attention. q, k, v: (..., T, hs). Returns (..., T, hs)."""
-    T, hs = q.size(-2), q.size(-1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)                        # (..., T, T)
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+def causal_attention(q, k, v, dropout_p=0.0, training=False, mask=None):
+    """Manual attention. q: (..., Tq, hs), k, v: (..., Tk, hs). Returns (..., Tq, hs).
+    mask (Tq, Tk) bool, True where a query may attend; None = causal, the queries being the last Tq tokens."""
+    Tq, Tk, hs = q.size(-2), k.size(-2), q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)                        # (..., Tq, Tk)
+    if mask is None:  # subtle: with a KV cache (3.4) the Tq new queries come after Tk - Tq cached keys
+        mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
     scores = scores.masked_fill(~mask, float("-inf"))  # future positions get zero weight after softmax
     weights = F.softmax(scores, dim=-1)
     weights = F.dropout(weights, dropout_p, training)
     return weights @ v
+
+
+# 3.5 Sliding window and attention sinks
+def attention_mask(T, window=0, n_sink=0, device=None):
+    """(T, T) bool, True where query i may see key j: causal (j <= i); with window > 0 only the last `window`
+    tokens (i - j < window) plus the first n_sink tokens (j < n_sink), which every query keeps seeing.
+    T=5, window=2, n_sink=1:  1 . . . .
+                              1 1 . . .
+                              1 1 1 . .
+                              1 . 1 1 .
+                              1 . . 1 1"""
+    i = torch.arange(T, device=device)[:, None]                            # (T, 1) query positions
+    j = torch.arange(T, device=device)[None, :]                            # (1, T) key positions
+    mask = j <= i
+    if window > 0:
+        mask &= (i - j < window) | (j < n_sink)
+    return mask
 
 
 class Head(nn.Module):
@@ -93,6 +160,54 @@ def merge_heads(x):
     return x.transpose(1, 2).contiguous().view(B, T, nh * hs)
 
 
+# ----------------------------------------------------------------------------------------------------
+# 3.4/3.6 KV cache
+class KVCache:
+    """One layer's keys and values of the tokens seen so far (3.4), so a new token costs one small step
+    instead of a rerun over the whole text. It is also a rolling buffer (3.6): it keeps the first n_sink
+    tokens (attention sinks) and the last `window`, so memory stays fixed however long the stream.
+
+    Positions are slots in the cache, as in StreamingLLM: sinks sit at 0..n_sink-1 and the newest token at
+    n_sink+window-1 at most, inside the range the model was trained on however far into the stream we are.
+    Keys are stored already rotated by RoPE; when tokens are evicted the kept ones move down a slot, so they
+    are turned back by one position (rotations add up: R(p - 1) = R(-1) R(p))."""
+
+    def __init__(self, window, n_sink=0, rope=None):
+        self.window, self.n_sink = window, n_sink
+        self.rope = rope           # (cos, sin) tables of the layer, or None without RoPE
+        self.k = self.v = None     # (B, nh, slots, hs)
+        self.n_seen = 0            # tokens seen so far = the position in the text of the next token
+
+    def __len__(self):
+        return 0 if self.k is None else self.k.size(2)
+
+    def make_room(self, T):
+        """Before T new tokens: evict what they can no longer see; return the slot of the first new token.
+        The prompt goes into the empty cache at once, then one token per step."""
+        if self.k is None:
+            return 0
+        if T != 1:
+            raise ValueError("after the prompt, feed the KV cache one token at a time")
+        n_drop = len(self) - (self.n_sink + self.window - 1)  # keep n_sink + window - 1, plus the new token
+        if n_drop > 0:  # 3.6 drop the oldest tokens that are not sinks
+            S = self.n_sink
+            kept_k = self.k[:, :, S + n_drop:]
+            if self.rope is not None:  # the kept keys move down n_drop slots: rotate them back as many positions
+                cos, sin = self.rope
+                kept_k = apply_rope(kept_k, cos[n_drop], -sin[n_drop])
+            self.k = torch.cat([self.k[:, :, :S], kept_k], dim=2)
+            self.v = torch.cat([self.v[:, :, :S], self.v[:, :, S + n_drop:]], dim=2)
+        return len(self)
+
+    def append(self, k, v):
+        """Add the new tokens' k, v (B, nh, T, hs); return every key and value they attend to (B, nh, L, hs)."""
+        self.n_seen += k.size(2)
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+
 class CausalSelfAttention(nn.Module):
     """1.4 Multi-head attention. All heads are computed at once: one Linear makes q, k, v for every
     head, split_heads gives each head its slice, and merge_heads concatenates them back."""
@@ -102,34 +217,66 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.use_sdpa = config.use_sdpa
+        self.window, self.n_sink = config.window, config.n_sink
+        self.rope = config.pos_embedding == "rope"
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v together
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)      # output projection
         self.resid_dropout = nn.Dropout(config.dropout)
+        if self.rope:  # 3.2 buffers, not parameters: nothing to learn, and not saved in checkpoints
+            cos, sin = rope_tables(config.block_size, config.n_embd // config.n_head)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
+        T = x.size(1)
         q, k, v = self.c_attn(x).split(x.size(-1), dim=2)                   # each (B, T, C)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))          # each (B, nh, T, hs)
+        start = 0 if cache is None else cache.make_room(T)  # 3.4 position (cache slot) of the first new token
+        if self.rope:  # 3.2 rotate q and k by their positions start..start+T-1
+            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # 3.4 the new tokens also attend to the cached ones
+            k, v = cache.append(k, v)                                       # each (B, nh, L, hs)
+        # 3.5 window/sinks need an explicit mask; a single new query may see every key the cache kept (3.6)
+        mask = attention_mask(T, self.window, self.n_sink, x.device) if self.window and T > 1 else None
         p = self.dropout if self.training else 0.0
         if self.use_sdpa:  # one fused kernel, same result as the manual path (tested)
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None and T > 1)
         else:
-            y = causal_attention(q, k, v, p, self.training)
+            y = causal_attention(q, k, v, p, self.training, mask)
         return self.resid_dropout(self.c_proj(merge_heads(y)))             # (B, T, C)
 
 
 # ----------------------------------------------------------------------------------------------------
 # 1.5 Feed-forward network and LayerNorm
+def swiglu_hidden(n_embd):
+    """3.3 SwiGLU has three matrices instead of two, so its hidden size is 2/3 of 4*C = 8C/3 to keep the
+    parameter count; rounded to the nearest integer (C=128 -> 341, 130,944 weights vs GELU's 131,072)."""
+    return round(8 * n_embd / 3)
+
+
 class MLP(nn.Module):
-    """Position-wise feed-forward: expand to 4*C, GELU, project back to C."""
+    """Position-wise feed-forward: expand to 4*C, GELU, project back to C.
+    3.3 SwiGLU: silu(x W_gate) * (x W_up), then project back: the gate decides, per hidden unit, how much
+    of the "up" value passes. Gate and up come out of one Linear (like q, k, v) and are split."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.swiglu = config.mlp == "swiglu"
+        hidden = swiglu_hidden(config.n_embd) if self.swiglu else 4 * config.n_embd
+        n_fc = 2 * hidden if self.swiglu else hidden  # SwiGLU: gate and up together
+        self.c_fc = nn.Linear(config.n_embd, n_fc, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        h = self.c_fc(x)                                                    # (B, T, hidden or 2*hidden)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)                                   # each (B, T, hidden)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h)
+        return self.dropout(self.c_proj(h))
 
 
 class LayerNorm(nn.Module):
@@ -147,18 +294,35 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, (x.size(-1),), self.weight, self.bias, self.eps)
 
 
+class RMSNorm(nn.Module):
+    """3.1 y = x / sqrt(mean(x^2) + eps) * weight: LayerNorm without subtracting the mean and without a
+    bias. It only rescales each vector to unit root-mean-square; one statistic instead of two."""
+
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.eps = eps  # the same eps as LayerNorm, so the comparison changes one thing
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def make_norm(config: GPTConfig):
+    return RMSNorm(config.n_embd) if config.norm == "rmsnorm" else LayerNorm(config.n_embd, bias=config.bias)
+
+
 # ----------------------------------------------------------------------------------------------------
 # 1.6 The Transformer block: pre-norm, with a residual connection around attention and around the MLP
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))  # the residual stream carries x through untouched
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)  # the residual stream carries x through untouched
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -170,11 +334,11 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)           # token embeddings
         if config.pos_embedding == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        else:  # a buffer, not a parameter: sinusoidal positions are not trained
+        elif config.pos_embedding == "sinusoidal":  # a buffer, not a parameter: sinusoidal positions are not trained
             self.register_buffer("wpe_fixed", sinusoidal_positions(config.block_size, config.n_embd), persistent=False)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying: one matrix reads and writes tokens
         self.apply(self._init_weights)
@@ -193,18 +357,33 @@ class GPT(nn.Module):
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
 
-    def position_embedding(self, T, device):
+    def position_embedding(self, start, T, device):
         if self.config.pos_embedding == "learned":
-            return self.wpe(torch.arange(T, device=device))                  # (T, C)
-        return self.wpe_fixed[:T]
+            return self.wpe(torch.arange(start, start + T, device=device))   # (T, C)
+        return self.wpe_fixed[start:start + T]
 
-    def forward(self, idx, targets=None):
+    def new_cache(self):
+        """3.4/3.6 One KVCache per layer. With window=0 the cache keeps the last block_size tokens (minus the
+        sinks): a model never attends further back than it was trained to."""
+        window = self.config.window or self.config.block_size - self.config.n_sink
+        rope = self.config.pos_embedding == "rope"
+        return [KVCache(window, self.config.n_sink, (b.attn.rope_cos, b.attn.rope_sin) if rope else None)
+                for b in self.blocks]
+
+    def forward(self, idx, targets=None, cache=None):
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}; crop the input")
-        x = self.drop(self.wte(idx) + self.position_embedding(T, idx.device))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
+        x = self.wte(idx)                                                     # (B, T, C)
+        if self.config.pos_embedding != "rope":  # 3.2 RoPE adds nothing here: it rotates q and k in attention
+            start = cache[0].n_seen if cache else 0  # 3.4 position of idx[:, 0] in the text
+            if start + T > self.config.block_size:
+                raise ValueError(f"{self.config.pos_embedding} positions stop at block_size "
+                                 f"{self.config.block_size}; only RoPE models can stream past it")
+            x = x + self.position_embedding(start, T, idx.device)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if cache is None else cache[i])
         logits = self.lm_head(self.ln_f(x))                                   # (B, T, vocab)
         loss = None
         if targets is not None:  # 2.3 targets[b, t] is the token after idx[b, t]: score every position at once
@@ -212,13 +391,22 @@ class GPT(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
-        """Append max_new_tokens tokens to idx (B, T), sampling each from the model (2.5)."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None,
+                 use_cache=True):
+        """Append max_new_tokens tokens to idx (B, T), sampling each from the model (2.5).
+        use_cache (3.4): run the prompt once, then feed only the newest token; off = rerun the last
+        block_size tokens for every new token (Part 2). The two agree exactly while the text fits in
+        block_size; past it the cache rolls (3.6) while the rerun starts each time from a cropped text."""
+        if use_cache and self.config.pos_embedding != "rope" and idx.size(1) + max_new_tokens > self.config.block_size:
+            use_cache = False  # subtle: learned/sinusoidal positions end at block_size, so only RoPE caches can roll
+        cache = self.new_cache() if use_cache else None
+        idx_cond = idx[:, -self.config.block_size:]  # the model only sees the last block_size tokens
         for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size:]  # the model only sees the last block_size tokens
-            logits = self(idx_cond)[0][:, -1, :]
+            logits = self(idx_cond, cache=cache)[0][:, -1, :]
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
             idx = torch.cat([idx, next_id], dim=1)
+            # 3.4 the cache holds the past: only the new token goes in next; without it, the whole text again
+            idx_cond = next_id if cache is not None else idx[:, -self.config.block_size:]
         return idx
 
 

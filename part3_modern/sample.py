@@ -1,7 +1,8 @@
-"""2.5 Generate text from a trained checkpoint.
+"""2.5 Generate text from a trained checkpoint, with the KV cache (3.4) unless --no_cache.
 
     python part3_modern/sample.py --prompt "ROMEO:" --temperature 0.8 --top_k 50
     python part3_modern/sample.py --temperature 0          # greedy: always the most likely byte
+    python part3_modern/sample.py --max_new_tokens 2000    # longer than the context: the cache rolls (3.6)
 """
 import argparse
 
@@ -20,6 +21,7 @@ def parse_args(argv=None):
     p.add_argument("--top_k", type=int, default=None, help="keep the k most likely bytes (default: off)")
     p.add_argument("--top_p", type=float, default=None, help="keep the smallest set with mass >= p (default: off)")
     p.add_argument("--num_samples", type=int, default=1, help="(default: %(default)s)")
+    p.add_argument("--no_cache", action="store_true", help="3.4 rerun the whole context for every token (slow)")
     p.add_argument("--seed", type=int, default=1337, help="(default: %(default)s)")
     p.add_argument("--device", default="auto", help="(default: %(default)s)")
     args = p.parse_args(argv)
@@ -46,7 +48,8 @@ def main(argv=None):
         print(f"note: the prompt is {len(prompt)} bytes; the model sees only the last {model.config.block_size}")
     idx = torch.tensor([prompt] * args.num_samples, device=device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    out = model.eval().generate(idx, args.max_new_tokens, args.temperature, args.top_k, args.top_p, gen)
+    out = model.eval().generate(idx, args.max_new_tokens, args.temperature, args.top_k, args.top_p, gen,
+                                use_cache=not args.no_cache)
     texts = [tok.decode(row.tolist()) for row in out]
     for i, text in enumerate(texts):
         print(f"--- sample {i + 1} (checkpoint step {ckpt['step']}, val loss {ckpt['val_loss']:.3f}) ---")

@@ -9,6 +9,8 @@ FAST_ARGS = {
     "part1_transformer": ["--max_steps", "5"],
     "part2_tiny_llm": ["--max_steps", "4", "--eval_interval", "2", "--eval_iters", "1", "--sample_tokens", "8",
                        "--n_layer", "1", "--n_embd", "32", "--out_dir", "out"],
+    "part3_modern": ["--max_steps", "4", "--eval_interval", "2", "--eval_iters", "1", "--sample_tokens", "8",
+                     "--n_layer", "1", "--n_embd", "32", "--out_dir", "out"],
     "part4_scaling": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--max_steps", "4",
                       "--eval_interval", "2", "--sample_tokens", "8", "--tensorboard", "false"],
 }
