@@ -1,7 +1,7 @@
 """Part 3 milestone: benchmarks before vs. after each upgrade, on the full tinyshakespeare.
 
     python part3_modern/bench.py              # everything, ~15 minutes on 2 CPU cores
-    python part3_modern/bench.py --quick      # a ~3-minute look: 300 steps, shorter KV-cache and stream tests
+    python part3_modern/bench.py --quick      # a ~4-minute look (300 steps, short KV and stream tests)
     python part3_modern/bench.py --only kv    # sections: ladder, grads, kv, stream (kv, stream use the ladder's model)
 
 1. The ladder: Part 2's model and recipe, then + RMSNorm (3.1), + RoPE (3.2), + SwiGLU (3.3), then the modern
@@ -26,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, apply_rope, attention_mask, split_heads
 from tokenizer import ByteTokenizer
 from train import TrainConfig, get_batch, load_checkpoint, load_text, lr_at, make_optimizer, split_data
 from train import main as train_main
@@ -251,24 +251,28 @@ def timed_generate(model, prompt, n, use_cache):
 
 def run_kv(args):
     """Greedy decoding from a short prompt. The no-cache baseline reruns the whole text for each token, so the
-    model is built with block_size = prompt + new tokens: nothing is cropped and both give the same tokens."""
+    model is built with block_size = prompt + new tokens: nothing is cropped and both give the same tokens.
+    The last row decodes a batch of sequences at once: the same number of steps, more work per step."""
     prompt = torch.tensor([ByteTokenizer().encode("ROMEO:\nWhat light")])
+    runs = [(n, 1) for n in args.kv_tokens] + ([(512, args.kv_batch)] if args.kv_batch > 1 else [])
     rows = []
-    for n in args.kv_tokens:
+    for n, batch in runs:
         model = trained_model(args, block_size=prompt.size(1) + n)
-        cached = min((timed_generate(model, prompt, n, True) for _ in range(3)), key=lambda r: r[1])
-        full = timed_generate(model, prompt, n, False)
-        rows.append({"new_tokens": n, "cached_tok_s": round(n / cached[1]), "no_cache_tok_s": round(n / full[1]),
+        prompts = prompt.expand(batch, -1)
+        cached = min((timed_generate(model, prompts, n, True) for _ in range(3)), key=lambda r: r[1])
+        full = timed_generate(model, prompts, n, False)
+        rows.append({"new_tokens": n, "batch": batch, "prompt_tokens": prompt.size(1),
+                     "cached_tok_s": round(batch * n / cached[1]), "no_cache_tok_s": round(batch * n / full[1]),
                      "speedup": round(full[1] / cached[1], 1), "same_tokens": torch.equal(cached[0], full[0])})
         print(rows[-1])
     return rows
 
 
 def kv_table(rows):
-    lines = ["| new tokens | with cache, tokens/s | without cache, tokens/s | speed-up | same greedy tokens |",
-             "|---:|---:|---:|---:|---|"]
-    lines += [f"| {r['new_tokens']} | {r['cached_tok_s']:,} | {r['no_cache_tok_s']:,} | {r['speedup']}x "
-              f"| {r['same_tokens']} |" for r in rows]
+    lines = ["| new tokens | batch | with cache, tokens/s | without cache, tokens/s | speed-up | same greedy tokens |",
+             "|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {r['new_tokens']} | {r.get('batch', 1)} | {r['cached_tok_s']:,} | {r['no_cache_tok_s']:,} "
+              f"| {r['speedup']}x | {r['same_tokens']} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -303,6 +307,23 @@ def losses_dense(model, tokens):
     return F.cross_entropy(logits, tokens[1:], reduction="none")
 
 
+@torch.no_grad()
+def attention_on_first_token(model, windows, min_query=16):
+    """Mean attention weight that queries at positions >= min_query put on position 0, per layer (all heads).
+    An attention sink shows up as a weight far above the uniform share 1/(query position + 1)."""
+    x, per_layer = model.wte(windows), []
+    T = windows.size(1)
+    for block in model.blocks:
+        attn = block.attn
+        q, k, _ = attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=2)
+        q, k = (apply_rope(split_heads(t, attn.n_head), attn.rope_cos[:T], attn.rope_sin[:T]) for t in (q, k))
+        scores = (q @ k.transpose(-2, -1) / q.size(-1) ** 0.5).masked_fill(~attention_mask(T), float("-inf"))
+        per_layer.append(round(F.softmax(scores, dim=-1)[:, :, min_query:, 0].mean().item(), 4))
+        x = block(x)
+    uniform = round(sum(1 / (i + 1) for i in range(min_query, T)) / (T - min_query), 4)
+    return {"per_layer": per_layer, "uniform": uniform}
+
+
 def moving_average(values, width):
     values = torch.as_tensor(values, dtype=torch.float32)
     return F.avg_pool1d(values[None, None], width, stride=1)[0, 0].tolist() if len(values) >= width else values.tolist()
@@ -328,7 +349,9 @@ def run_stream(args):
                      "after_64": round(losses[context:].mean().item(), 4),
                      "last_quarter": round(losses[-len(losses) // 4:].mean().item(), 4),
                      "cache_shapes": sorted(slots.get(name, []))})
-    return {"stream_len": len(tokens) - 1, "rows": rows, "curves": {k: v.tolist() for k, v in curves.items()}}
+    sinks = attention_on_first_token(trained_model(args), tokens.unfold(0, context, context)[:64])
+    return {"stream_len": len(tokens) - 1, "rows": rows, "first_token_attention": sinks,
+            "curves": {k: v.tolist() for k, v in curves.items()}}
 
 
 def stream_table(stream):
@@ -338,6 +361,11 @@ def stream_table(stream):
     for r in stream["rows"]:
         shapes = ", ".join(str(s) for s in r["cache_shapes"]) or "-"
         lines.append(f"| {r['name']} | {r['first_64']} | {r['after_64']} | {r['last_quarter']} | {shapes} |")
+    sinks = stream.get("first_token_attention")
+    if sinks:
+        lines.append(f"\nAttention weight on the first token of a 64-token window (queries 16-63, all heads), per "
+                     f"layer: {', '.join(str(w) for w in sinks['per_layer'])}; a uniform spread would give "
+                     f"{sinks['uniform']}.")
     return "\n".join(lines)
 
 
@@ -370,13 +398,18 @@ def parse_args(argv=None):
                    "for ms/step (default: %(default)s)")
     p.add_argument("--grad_steps", type=int, default=500, help="3.1 gradient run length (default: %(default)s)")
     p.add_argument("--kv_tokens", type=int, nargs="+", default=[128, 256, 512, 1024], help="(default: %(default)s)")
+    p.add_argument("--kv_batch", type=int, default=8, help="one more KV-cache row: 512 tokens for this many "
+                   "sequences at once; 1 = skip (default: %(default)s)")
     p.add_argument("--stream_len", type=int, default=4096, help="tokens in the streaming test (default: %(default)s)")
-    p.add_argument("--out_dir", default="out/part3_bench", help="checkpoints (default: %(default)s)")
-    p.add_argument("--results", default="part3_modern/results", help="tables, JSON and plots (default: %(default)s)")
+    p.add_argument("--out_dir", default=None, help="checkpoints (default: out/part3_bench, or out/part3_bench_quick)")
+    p.add_argument("--results", default=None, help="tables, JSON and plots (default: part3_modern/results, or "
+                   "out/part3_bench_quick/results: a quick look never overwrites the measured figures)")
     args = p.parse_args(argv)
+    args.out_dir = args.out_dir or ("out/part3_bench_quick" if args.quick else "out/part3_bench")
+    args.results = args.results or (os.path.join(args.out_dir, "results") if args.quick else "part3_modern/results")
     if args.quick:
         args.max_steps, args.timing_rounds, args.grad_steps = 300, 3, 200
-        args.kv_tokens, args.stream_len = [128, 256], 1024
+        args.kv_tokens, args.kv_batch, args.stream_len = [128, 256], 1, 1024
     if args.max_steps < 100 or args.grad_steps < 101 or args.stream_len < 256 or min(args.kv_tokens) < 1:
         p.error("--max_steps must be >= 100, --grad_steps > 100, --stream_len >= 256 and --kv_tokens >= 1")
     if not os.path.isfile(DATA):
@@ -408,10 +441,13 @@ def main(argv=None):
     if "stream" in sections:
         results["stream"] = run_stream(args)
         plot_stream(results["stream"], os.path.join(args.results, "streaming.png"))
-    gflops.append(round(matmul_gflops(), 1))
-    results["matmul_gflops"] = {"before": gflops[0], "after": gflops[1]}
-    results["bench_wall_s"] = round(time.time() - t0)
-    results["command"] = "python part3_modern/bench.py" + (" --quick" if args.quick else "")
+    gflops = {"before": gflops[0], "after": round(matmul_gflops(), 1)}
+    if args.only and "matmul_gflops" in results:  # a rerun of some sections: keep the first run's figures
+        results["rerun"] = results.get("rerun", []) + [{"sections": args.only, "matmul_gflops": gflops,
+                                                        "wall_s": round(time.time() - t0)}]
+    else:
+        results["matmul_gflops"], results["bench_wall_s"] = gflops, round(time.time() - t0)
+        results["command"] = "python part3_modern/bench.py" + (" --quick" if args.quick else "")
 
     report = write_report(results, os.path.join(args.results, "bench.md"))
     print("\n" + report)
@@ -421,9 +457,13 @@ def main(argv=None):
 
 
 def write_report(results, path):
-    parts = [f"# Part 3 benchmark\n\nCommand: `{results['command']}` (from the repo root)\n\n"
-             f"Machine: {results['machine']}; matmul {results['matmul_gflops']['before']} GFLOP/s before, "
-             f"{results['matmul_gflops']['after']} after (512x512 fp32)."]
+    g = results["matmul_gflops"]
+    parts = [f"# Part 3 benchmark\n\nCommand: `{results['command']}` (from the repo root), "
+             f"{results['bench_wall_s']} s. Machine: {results['machine']}; matmul {g['before']} GFLOP/s before, "
+             f"{g['after']} after (512x512 fp32)."]
+    for r in results.get("rerun", []):
+        parts[0] += (f" Rerun with `--only {' '.join(r['sections'])}`: matmul {r['matmul_gflops']['before']} / "
+                     f"{r['matmul_gflops']['after']} GFLOP/s, {r['wall_s']} s.")
     if "ladder" in results:
         lad = results["ladder"]
         parts.append(f"## 1. Upgrades, one at a time (full tinyshakespeare, {lad['rows'][0]['history'][-1]['step']} "
