@@ -428,7 +428,7 @@ def main(argv=None):
             results = json.load(f)
     results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                           f"{torch.get_num_threads()} threads")
-    gflops = [round(matmul_gflops(), 1)]
+    gflops_before = round(matmul_gflops(), 1)
     t0 = time.time()
     if "ladder" in sections:
         results["ladder"] = run_ladder(args)
@@ -441,7 +441,7 @@ def main(argv=None):
     if "stream" in sections:
         results["stream"] = run_stream(args)
         plot_stream(results["stream"], os.path.join(args.results, "streaming.png"))
-    gflops = {"before": gflops[0], "after": round(matmul_gflops(), 1)}
+    gflops = {"before": gflops_before, "after": round(matmul_gflops(), 1)}
     if args.only and "matmul_gflops" in results:  # a rerun of some sections: keep the first run's figures
         results["rerun"] = results.get("rerun", []) + [{"sections": args.only, "matmul_gflops": gflops,
                                                         "wall_s": round(time.time() - t0)}]
