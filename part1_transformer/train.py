@@ -6,14 +6,15 @@
 The toy dataset is a short text cut into fixed chunks. A model that can memorise it drives the training
 loss to ~0: the proof that attention, the MLP, residuals and the optimiser are wired correctly.
 """
-import argparse
 import dataclasses
 import time
 from dataclasses import dataclass
 
 import torch
 
+import cli
 from model import GPT, GPTConfig
+from runtime import pick_device
 
 TOY_TEXT = (
     "To be, or not to be, that is the question: "
@@ -24,60 +25,24 @@ TOY_TEXT = (
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 300
-    lr: float = 3e-3
-    seed: int = 1337
-    log_interval: int = 50
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    max_steps: int = 300        # optimizer steps; each one sees every toy chunk
+    lr: float = 3e-3            # AdamW learning rate
+    seed: int = 1337            # the same seed gives the same run
+    log_interval: int = 50      # print the loss every this many steps
+    device: str = "auto"        # auto picks cuda, then mps, then cpu
 
-
-# ----------------------------------------------------------------------------------------------------
-# Config from the command line: every dataclass field becomes a --flag with its default shown in --help
-def add_config_args(parser, config_cls, title):
-    group = parser.add_argument_group(title)
-    for f in dataclasses.fields(config_cls):
-        kind = f.type if isinstance(f.type, type) else type(f.default)
-        if kind is bool:
-            group.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
-                               metavar="BOOL", help="(default: %(default)s)")
-        else:
-            group.add_argument(f"--{f.name}", type=kind, default=f.default, help="(default: %(default)s)")
-
-
-def config_from_args(config_cls, args):
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+    def __post_init__(self):  # bad values fail here, as one line, before any work starts
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.max_steps < 1:
+            raise ValueError("--max_steps must be >= 1")
 
 
 def parse_configs(argv=None, model_defaults=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, TrainConfig, "training")
-    add_config_args(parser, GPTConfig, "model")
-    if model_defaults:
-        parser.set_defaults(**model_defaults)
-    args = parser.parse_args(argv)
-    try:
-        train_cfg, model_cfg = config_from_args(TrainConfig, args), config_from_args(GPTConfig, args)
-        check_train_config(train_cfg)
-        return train_cfg, model_cfg
-    except ValueError as e:
-        parser.error(str(e))
-
-
-def check_train_config(cfg: TrainConfig):
-    if cfg.lr <= 0:
-        raise ValueError(f"--lr must be > 0, got {cfg.lr}")
-    if cfg.max_steps < 1:
-        raise ValueError("--max_steps must be >= 1")
-
-
-def pick_device(name):
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """Every config field is a --flag (cli.py): `train.py --n_layer 2 --lr 1e-3`; --help lists them all."""
+    (train_cfg, model_cfg), _ = cli.parse_args(argv, __doc__, {"training": TrainConfig, "model": GPTConfig},
+                                               defaults=model_defaults)
+    return train_cfg, model_cfg
 
 
 # ----------------------------------------------------------------------------------------------------

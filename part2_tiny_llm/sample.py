@@ -7,8 +7,9 @@ import argparse
 
 import torch
 
+from checkpoint import load_checkpoint
+from runtime import pick_device
 from tokenizer import ByteTokenizer
-from train import load_checkpoint, pick_device
 
 
 def parse_args(argv=None):

@@ -7,96 +7,59 @@ Steps: data -> batches (2.2) -> model -> training loop (2.4) with validation los
 best checkpoint + loss-curve PNG -> samples (2.5). Outputs go to --out_dir (default out/part3).
 New in Part 3's loop: a modern recipe (linear warmup then cosine decay, weight decay on matrices only).
 """
-import argparse
 import dataclasses
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 
 import regex
 import torch
 
+import cli
+from checkpoint import load_checkpoint, save_checkpoint
 from model import GPT, GPTConfig
+from runtime import pick_device
 from tokenizer import ByteTokenizer
-
-ARCH = "part3_gpt"  # stored in checkpoints so another chapter's checkpoint is refused with a clear message
 
 
 @dataclass
 class TrainConfig:
-    data: str = "data/shakespeare_100k.txt"
-    out_dir: str = "out/part3"
+    data: str = "data/shakespeare_100k.txt"  # a UTF-8 text file
+    out_dir: str = "out/part3"  # best.pt, loss.png
     val_fraction: float = 0.1   # the last 10% of the text is held out
-    batch_size: int = 12
-    max_steps: int = 2000
+    batch_size: int = 12        # sequences per step
+    max_steps: int = 2000       # optimizer steps
     lr: float = 1e-3            # peak lr, reached after warmup_steps (2e-3 and up reach val 1.886 later: README)
     warmup_steps: int = 50      # a linear ramp lets the first updates find their scale before full lr
     min_lr_ratio: float = 0.1   # cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.1   # applied to weight matrices only (see make_optimizer)
     beta2: float = 0.99         # a little shorter memory than 0.999: steadier for small batches
-    grad_clip: float = 1.0
-    eval_interval: int = 200
-    eval_iters: int = 20
-    log_interval: int = 50
-    sample_tokens: int = 500
+    grad_clip: float = 1.0      # the gradient norm is scaled down to at most this
+    eval_interval: int = 200    # estimate train/val loss every this many steps
+    eval_iters: int = 20        # batches per loss estimate
+    log_interval: int = 50      # print the training loss every this many steps
+    sample_tokens: int = 500    # bytes sampled from the best checkpoint at the end
     target_loss: float = 0.0    # > 0: also report the wall time when val loss first reaches it
-    seed: int = 1337
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    seed: int = 1337            # the same seed gives the same run (on CPU)
+    device: str = "auto"        # auto picks cuda, then mps, then cpu
 
-
-# ----------------------------------------------------------------------------------------------------
-# Config from the command line: every dataclass field becomes a --flag with its default shown in --help
-def add_config_args(parser, config_cls, title):
-    group = parser.add_argument_group(title)
-    for f in dataclasses.fields(config_cls):
-        kind = f.type if isinstance(f.type, type) else type(f.default)
-        if kind is bool:
-            group.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
-                               metavar="BOOL", help="(default: %(default)s)")
-        else:
-            group.add_argument(f"--{f.name}", type=kind, default=f.default, help="(default: %(default)s)")
-
-
-def config_from_args(config_cls, args):
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+    def __post_init__(self):  # bad values fail here, as one line, before any work starts
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
+        if self.max_steps < 1 or self.batch_size < 1 or self.eval_iters < 1 or self.eval_interval < 1:
+            raise ValueError("--max_steps, --batch_size, --eval_iters and --eval_interval must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"--val_fraction must be between 0 and 1, got {self.val_fraction}")
 
 
 def parse_configs(argv=None, model_defaults=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, TrainConfig, "training")
-    add_config_args(parser, GPTConfig, "model")
-    if model_defaults:
-        parser.set_defaults(**model_defaults)
-    args = parser.parse_args(argv)
-    try:
-        train_cfg, model_cfg = config_from_args(TrainConfig, args), config_from_args(GPTConfig, args)
-        check_train_config(train_cfg)
-        return train_cfg, model_cfg
-    except ValueError as e:
-        parser.error(str(e))
-
-
-def check_train_config(cfg: TrainConfig):
-    if cfg.lr <= 0:
-        raise ValueError(f"--lr must be > 0, got {cfg.lr}")
-    if cfg.warmup_steps < 0 or not 0 <= cfg.min_lr_ratio <= 1:
-        raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
-    if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.eval_iters < 1 or cfg.eval_interval < 1:
-        raise ValueError("--max_steps, --batch_size, --eval_iters and --eval_interval must be >= 1")
-    if not 0 < cfg.val_fraction < 1:
-        raise ValueError(f"--val_fraction must be between 0 and 1, got {cfg.val_fraction}")
-
-
-def pick_device(name):
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """Every config field is a --flag (cli.py): `train.py --n_layer 2 --lr 1e-3`; --help lists them all."""
+    (train_cfg, model_cfg), _ = cli.parse_args(argv, __doc__, {"training": TrainConfig, "model": GPTConfig},
+                                               defaults=model_defaults)
+    return train_cfg, model_cfg
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -144,35 +107,6 @@ def estimate_loss(model, splits, block_size, batch_size, eval_iters, device, see
         out[name] = sum(losses) / len(losses)
     model.train()
     return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# Checkpoints: written to a temp file then renamed, so a crash never leaves half a checkpoint
-def save_checkpoint(path, model, model_cfg, step, val_loss):
-    state = {"arch": ARCH, "model": model.state_dict(), "model_config": dataclasses.asdict(model_cfg),
-             "step": step, "val_loss": val_loss}
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, device="cpu"):
-    """Returns (model, checkpoint dict); exits with a one-line message on any unusable file."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint {path} not found; train first: python part3_modern/train.py")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or holds objects we refuse to unpickle
-        raise SystemExit(f"error: cannot read checkpoint {path} ({type(e).__name__}); retrain to recreate it")
-    if not isinstance(ckpt, dict) or ckpt.get("arch") != ARCH:
-        found = ckpt.get("arch") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise SystemExit(f"error: {path} is a {found!r} checkpoint, not {ARCH!r}; use this chapter's own checkpoint")
-    try:
-        model = GPT(GPTConfig(**ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise SystemExit(f"error: checkpoint {path} does not fit this model ({str(e).splitlines()[0]})")
-    return model.to(device), ckpt
 
 
 def plot_losses(history, path):
