@@ -9,18 +9,17 @@ the defaults in force, presets included: `train.py --preset gpu --help` prints t
 This file is the same in every part (tools, not a chapter): `diff` between parts shows it unchanged.
 """
 import argparse
+import ast
 import dataclasses
 import inspect
 import io
+import os
 import tokenize
 
 
 def field_comments(config_cls):
     """{field name: the comment on its line} read from the class's source, e.g. {"lr": "peak learning rate"}."""
-    try:
-        source = inspect.getsource(config_cls)
-    except (OSError, TypeError):  # no source file (an interactive session): flags still work, without help
-        return {}
+    source = class_source(config_cls)
     first_name, comments = {}, {}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         line = tok.start[0]
@@ -30,6 +29,21 @@ def field_comments(config_cls):
             comments[line] = tok.string.lstrip("#").strip()
     fields = {f.name for f in dataclasses.fields(config_cls)}
     return {first_name[line]: text for line, text in comments.items() if first_name.get(line) in fields}
+
+
+def class_source(cls):
+    """The class's source text; '' where there is none (an interactive session): flags then have no help."""
+    files = [f.__code__.co_filename for f in vars(cls).values() if hasattr(f, "__code__")]
+    files = [path for path in files if os.path.isfile(path)]  # subtle: works even after the module is unloaded
+    if not files:
+        try:
+            return inspect.getsource(cls)
+        except (OSError, TypeError):
+            return ""
+    with open(files[0], encoding="utf-8") as f:
+        source = f.read()
+    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+    return "\n".join(source.splitlines()[node.lineno - 1:node.end_lineno]) + "\n"
 
 
 def str_to_bool(text):
@@ -42,7 +56,7 @@ def str_to_bool(text):
     raise argparse.ArgumentTypeError(f"expected true/false (or yes/no, 1/0), got {text!r}")
 
 
-def add_config_args(parser, config_cls, title):
+def add_config_args(parser, config_cls, title, suppress_defaults=False):
     group = parser.add_argument_group(title)
     comments = field_comments(config_cls)
     for f in dataclasses.fields(config_cls):
@@ -50,15 +64,15 @@ def add_config_args(parser, config_cls, title):
         text = f.metadata.get("help") or comments.get(f.name, "")
         help_line = (text.replace("%", "%%") + " " if text else "") + "(default: %(default)s)"
         parse = str_to_bool if kind is bool else kind
-        group.add_argument(f"--{f.name}", type=parse, default=f.default, metavar=kind.__name__.upper(), help=help_line)
+        default = argparse.SUPPRESS if suppress_defaults else f.default  # SUPPRESS: absent unless given
+        group.add_argument(f"--{f.name}", type=parse, default=default, metavar=kind.__name__.upper(), help=help_line)
 
 
 def build_parser(description, config_classes, defaults=None, suppress_defaults=False):
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     argument_default=argparse.SUPPRESS if suppress_defaults else None)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     for title, config_cls in config_classes.items():
-        add_config_args(parser, config_cls, title)
+        add_config_args(parser, config_cls, title, suppress_defaults)
     if defaults and not suppress_defaults:
         parser.set_defaults(**defaults)
     return parser

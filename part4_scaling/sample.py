@@ -8,8 +8,9 @@ import argparse
 
 import torch
 
+from checkpoint import load_checkpoint
 from data import tokenizer_from_dict
-from train import load_checkpoint, pick_device
+from runtime import pick_device
 
 
 def parse_args(argv=None):

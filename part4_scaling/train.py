@@ -10,7 +10,6 @@ checkpoint/resume, logging, several processes (DDP), and the GPU fast path.
 Steps: data -> tokens (4.1, cached) -> model -> training loop (2.4) with accumulation and autocast (4.2),
 a schedule (4.3), checkpoints (4.4) and logs (4.5) -> best checkpoint + plots -> samples (2.5).
 """
-import argparse
 import dataclasses
 import json
 import math
@@ -24,13 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 import torch
-import torch.distributed as dist
 
+import cli
+from checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from data import load_tokenizer, load_tokens, tokenizer_to_dict
+from distributed import finish_distributed, mean_over_processes, setup_distributed, wrap_model
 from logger import RunLogger
 from model import GPT, GPTConfig
-
-ARCH = "part3_gpt"  # Part 4 trains Part 3's architecture: their checkpoints are interchangeable
+from runtime import pick_device
 
 
 @dataclass
@@ -41,34 +41,49 @@ class TrainConfig:
     max_chars: int = 0          # > 0: read only the first max_chars characters of each file (quick runs)
     tokenizer: str = "bpe"      # bpe | bytes
     bpe_vocab_size: int = 4096  # BPE vocabulary, trained on the first tokenizer_chars of the data
-    tokenizer_chars: int = 5_000_000
-    cache_dir: str = "data/cache"
-    out_dir: str = "out/part4"
-    val_fraction: float = 0.1
+    tokenizer_chars: int = 5_000_000  # characters the BPE merges are learned from
+    cache_dir: str = "data/cache"  # tokenizers and token ids, reused by later runs on the same data
+    out_dir: str = "out/part4"  # best.pt, last.pt, metrics.jsonl, loss.png, results.json
+    val_fraction: float = 0.1   # without --val_data: the last 10% of the text is held out
     batch_size: int = 16        # sequences per micro-batch per process
     grad_accum_steps: int = 1   # 4.2 micro-batches per optimizer step
-    max_steps: int = 1000
+    max_steps: int = 1000       # optimizer steps (the schedule ends here)
     lr: float = 2e-3            # peak learning rate after warmup (the CPU preset's measured figures use 2e-3)
     schedule: str = "cosine"    # 4.3 cosine | wsd | constant
     warmup_steps: int = 100     # a linear ramp lets the first updates find their scale before full lr
     min_lr_ratio: float = 0.1   # the decay ends at lr * min_lr_ratio
     decay_fraction: float = 0.2  # wsd: the last 20% of the steps decay linearly
     weight_decay: float = 0.1   # applied to weight matrices only (see make_optimizer)
-    beta2: float = 0.99
-    grad_clip: float = 1.0
+    beta2: float = 0.99         # a little shorter memory than 0.999: steadier for small batches
+    grad_clip: float = 1.0      # the gradient norm is scaled down to at most this
     dtype: str = "auto"         # 4.2 auto | fp32 | bf16 | fp16
     compile: bool = False       # torch.compile the model (GPU: faster steps after ~30 s of compiling)
-    eval_interval: int = 200
-    eval_iters: int = 20
-    log_interval: int = 50
+    eval_interval: int = 200    # estimate train/val loss every this many steps
+    eval_iters: int = 20        # batches per loss estimate
+    log_interval: int = 50      # log the training loss, lr, grad norm and speed every this many steps
     ckpt_interval: int = 200    # 4.4 write last.pt every this many steps (and at the end)
-    resume: str = ""            # path of a last.pt to continue from
+    resume: str = ""            # 4.4 path of a last.pt to continue from (its configs win, see resume_configs)
     stop_after: int = 0         # > 0: stop after this step as if interrupted (the schedule still uses max_steps)
     tensorboard: bool = True    # 4.5 also write TensorBoard scalars when tensorboard is installed
-    sample_tokens: int = 200
+    sample_tokens: int = 200    # tokens sampled from the best checkpoint at the end (0: none)
     target_loss: float = 0.0    # > 0: also report the wall time when val loss first reaches it
-    seed: int = 1337
-    device: str = "auto"  # auto picks cuda, then mps, then cpu
+    seed: int = 1337            # the same seed gives the same run (on CPU)
+    device: str = "auto"        # auto picks cuda, then mps, then cpu
+
+    def __post_init__(self):  # bad values fail here, as one line, before any work starts
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
+        if min(self.max_steps, self.batch_size, self.eval_iters, self.eval_interval, self.grad_accum_steps) < 1:
+            raise ValueError("--max_steps, --batch_size, --eval_iters, --eval_interval and --grad_accum_steps "
+                             "must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"--val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.schedule not in ("cosine", "wsd", "constant"):
+            raise ValueError(f"--schedule must be cosine, wsd or constant, got {self.schedule!r}")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"--dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
 
 
 # Named configurations. Flags given on the command line override them.
@@ -89,65 +104,43 @@ PRESETS = {
 }
 
 
-# ----------------------------------------------------------------------------------------------------
-# Config from the command line: every dataclass field becomes a --flag with its default shown in --help
-def add_config_args(parser, config_cls, title):
-    group = parser.add_argument_group(title)
-    for f in dataclasses.fields(config_cls):
-        kind = f.type if isinstance(f.type, type) else type(f.default)
-        if kind is bool:
-            group.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default,
-                               metavar="BOOL", help="(default: %(default)s)")
-        else:
-            group.add_argument(f"--{f.name}", type=kind, default=f.default, help="(default: %(default)s)")
-
-
-def config_from_args(config_cls, args):
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
-
-
 def parse_configs(argv=None, model_defaults=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, TrainConfig, "training")
-    add_config_args(parser, GPTConfig, "model")
-    if model_defaults:
-        parser.set_defaults(**model_defaults)
-    preset = parser.parse_known_args(argv)[0].preset  # a preset changes the defaults, flags still win
-    if preset not in PRESETS:
-        parser.error(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    parser.set_defaults(**PRESETS[preset])
-    args = parser.parse_args(argv)
-    try:
-        train_cfg, model_cfg = config_from_args(TrainConfig, args), config_from_args(GPTConfig, args)
-        check_train_config(train_cfg)
-        return train_cfg, model_cfg
-    except ValueError as e:
-        parser.error(str(e))
+    """Every config field is a --flag (cli.py): `train.py --n_layer 2 --lr 1e-3`; --help lists them all."""
+    (train_cfg, model_cfg), given = cli.parse_args(argv, __doc__, {"training": TrainConfig, "model": GPTConfig},
+                                                   defaults=model_defaults, presets=PRESETS)
+    if train_cfg.resume:
+        train_cfg, model_cfg = resume_configs(train_cfg, model_cfg, given)
+    return train_cfg, model_cfg
 
 
-def check_train_config(cfg: TrainConfig):
-    if cfg.lr <= 0:
-        raise ValueError(f"--lr must be > 0, got {cfg.lr}")
-    if cfg.warmup_steps < 0 or not 0 <= cfg.min_lr_ratio <= 1:
-        raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
-    if min(cfg.max_steps, cfg.batch_size, cfg.eval_iters, cfg.eval_interval, cfg.grad_accum_steps) < 1:
-        raise ValueError("--max_steps, --batch_size, --eval_iters, --eval_interval and --grad_accum_steps must be >= 1")
-    if not 0 < cfg.val_fraction < 1:
-        raise ValueError(f"--val_fraction must be between 0 and 1, got {cfg.val_fraction}")
-    if cfg.schedule not in ("cosine", "wsd", "constant"):
-        raise ValueError(f"--schedule must be cosine, wsd or constant, got {cfg.schedule!r}")
-    if cfg.dtype not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"--dtype must be auto, fp32, bf16 or fp16, got {cfg.dtype!r}")
+# ----------------------------------------------------------------------------------------------------
+# 4.4 --resume continues the stored run, so its configs come from the checkpoint. A flag given on the
+# command line may change how this session runs (RESUME_FREE) or stretch the run (RESUME_WARN, with a
+# warning), but not the recipe or the model: that would be a new run, not a continuation.
+RESUME_FREE = {"preset", "resume", "stop_after", "out_dir", "cache_dir", "device", "compile", "tensorboard",
+               "log_interval", "ckpt_interval", "sample_tokens", "use_sdpa"}
+RESUME_WARN = {"max_steps", "eval_interval", "eval_iters", "target_loss", "dtype"}
 
 
-def pick_device(name):
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+def resume_configs(train_cfg, model_cfg, given):
+    """The stored configs, with the flags given on the command line where they are allowed to differ."""
+    ckpt = read_checkpoint(train_cfg.resume, mmap=True)  # mmap: the configs without reading the weights
+    if "train_config" not in ckpt:
+        raise SystemExit(f"error: {train_cfg.resume} holds no training state (a best.pt or another part's "
+                         "checkpoint); --resume needs a last.pt written by this train.py")
+    stored = {**ckpt["train_config"], **ckpt["model_config"]}
+    current = {**dataclasses.asdict(train_cfg), **dataclasses.asdict(model_cfg)}
+    for name in sorted(given - RESUME_FREE):
+        if name in stored and stored[name] != current[name]:
+            if name not in RESUME_WARN:
+                raise SystemExit(f"error: --{name} {current[name]} contradicts the checkpoint's {name}="
+                                 f"{stored[name]!r}; drop the flag to resume, or start a new run without --resume")
+            print(f"warning: --{name} {current[name]} replaces the checkpoint's {stored[name]!r} from here on",
+                  file=sys.stderr)
+    keep = given | {"resume", "stop_after"}  # this session's flags; a stored stop_after would stop at once
+    merged = {k: current[k] if k in keep or k not in stored else stored[k] for k in current}
+    return (TrainConfig(**{f.name: merged[f.name] for f in dataclasses.fields(TrainConfig)}),
+            GPTConfig(**{f.name: merged[f.name] for f in dataclasses.fields(GPTConfig)}))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -172,28 +165,6 @@ def pick_dtype(requested, device):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Several processes (torchrun): each process trains on its own slice of every global batch
-def setup_distributed(device):
-    """Returns (rank, world_size, device). torchrun sets RANK/WORLD_SIZE; a plain `python` run is rank 0 of 1."""
-    if "RANK" not in os.environ:
-        return 0, 1, device
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend)
-    if device.startswith("cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def mean_over_processes(value, world_size, device):
-    if world_size == 1:
-        return value
-    t = torch.tensor(value, device=device)
-    dist.all_reduce(t)
-    return t.item() / world_size
-
-
-# ----------------------------------------------------------------------------------------------------
 # Data: token ids (uint16 memmap), split into train/val (2.6), sampled as shifted (x, y) pairs (2.2)
 def load_splits(cfg: TrainConfig, block_size):
     paths = [p for p in cfg.data.split(",") if p]
@@ -215,7 +186,8 @@ def split_data(ids, val_fraction, block_size):
 
 
 def get_batch(data, block_size, batch_size, generator=None, rank=0, world_size=1):
-    """2.2 Random windows of block_size tokens; the targets are the same windows shifted by one.
+    """2.2 Random windows of block_size tokens; the targets are the same windows shifted by one:
+    x = [t0 t1 t2 t3] -> y = [t1 t2 t3 t4], so position i learns to predict token i+1.
     Every process draws the same global batch (same generator state) and keeps its own slice, so
     N processes with batch B see exactly the examples that 1 process with batch N*B sees."""
     starts = torch.randint(len(data) - block_size, (batch_size * world_size,), generator=generator)
@@ -250,22 +222,14 @@ def estimate_loss(model, splits, block_size, batch_size, eval_iters, device, see
 
 
 # ----------------------------------------------------------------------------------------------------
-# 4.4 Checkpoints: everything needed to continue bit for bit, written to a temp file then renamed
-def save_checkpoint(path, model, model_cfg, step, val_loss, extra=None):
-    state = {"arch": ARCH, "model": model.state_dict(), "model_config": dataclasses.asdict(model_cfg),
-             "step": step, "val_loss": val_loss, **(extra or {})}
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def training_state(optimizer, scaler, generator, history, best_val, train_cfg):
+# 4.4 Checkpoints: last.pt holds everything needed to continue bit for bit (checkpoint.py writes it safely)
+def training_state(optimizer, scaler, generator, run, train_cfg):
     """The parts of a run besides the weights: optimizer moments, loss scale, RNG streams and data position."""
     rng = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     return {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-            "history": history, "best_val": best_val, "train_config": dataclasses.asdict(train_cfg)}
+            "history": run.history, "best_val": run.best_val, "train_config": dataclasses.asdict(train_cfg)}
 
 
 def restore_training_state(ckpt, optimizer, scaler, generator):
@@ -275,25 +239,6 @@ def restore_training_state(ckpt, optimizer, scaler, generator):
     generator.set_state(ckpt["rng"]["batches"])  # the data position: the next batch is the one we would have drawn
     if "cuda" in ckpt["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-
-
-def load_checkpoint(path, device="cpu"):
-    """Returns (model, checkpoint dict); exits with a one-line message on any unusable file."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint {path} not found; train first: python part4_scaling/train.py")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or holds objects we refuse to unpickle
-        raise SystemExit(f"error: cannot read checkpoint {path} ({type(e).__name__}); retrain to recreate it")
-    if not isinstance(ckpt, dict) or ckpt.get("arch") != ARCH:
-        found = ckpt.get("arch") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise SystemExit(f"error: {path} is a {found!r} checkpoint, not {ARCH!r}; use this chapter's own checkpoint")
-    try:
-        model = GPT(GPTConfig(**ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise SystemExit(f"error: checkpoint {path} does not fit this model ({str(e).splitlines()[0]})")
-    return model.to(device), ckpt
 
 
 def plot_losses(history, path):
@@ -392,123 +337,176 @@ def peak_flops(device):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2.4 The training loop, written out
+# 2.4 The training loop, written out, in named steps: setup -> data -> model -> train -> finish
 def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
-    device = pick_device(train_cfg.device)
+    run = setup(train_cfg)
+    resumed = load_checkpoint(train_cfg.resume, run.device) if train_cfg.resume else None
+    if resumed:  # the stored model, not the command line, sets the block size the data is checked against
+        model_cfg = resumed[0].config
+    tok, train_data, val_data = load_splits(train_cfg, model_cfg.block_size)
+    model, optimizer, scaler, gen = build_training(train_cfg, model_cfg, tok, run, resumed)
+    log = RunLogger(train_cfg.out_dir, enabled=run.master, tensorboard=train_cfg.tensorboard, append=bool(resumed))
+    log.text(f"device {run.device} x{run.world_size} | dtype {run.dtype} | {model.num_params():,} parameters | "
+             f"vocab {tok.vocab_size} | {len(train_data):,} train / {len(val_data):,} val tokens | "
+             f"{tokens_per_step(train_cfg, model.config, run):,} tokens per step"
+             + (f" | resumed at step {run.start_step}" if resumed else ""))
+    step, wall = train(model, optimizer, scaler, gen, {"train": train_data, "val": val_data}, tok, train_cfg, run, log)
+    log.close()
+    result = finish(model, tok, train_data, val_data, train_cfg, run, log, step, wall)
+    finish_distributed(run.world_size)
+    return result
+
+
+@dataclass
+class Run:
+    """Where and how this process runs, and the record of the run so far (restored by --resume)."""
+    device: str
+    rank: int = 0                # this process's number; only rank 0 logs, keeps the record and saves
+    world_size: int = 1          # processes training together (torchrun)
+    dtype: str = "fp32"          # 4.2 the compute dtype: fp32, bf16 or fp16
+    autocast: object = dataclasses.field(default_factory=nullcontext)  # 4.2 every forward pass runs in it
+    history: list = dataclasses.field(default_factory=list)  # one {"step", "time", "train", "val"} per eval
+    best_val: float = float("inf")
+    reached: dict | None = None  # the history entry where val loss first reached --target_loss
+    start_step: int = 1
+    time_offset: float = 0.0     # wall time of the run before a resume
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+
+def setup(cfg: TrainConfig):
+    """Device, processes, dtype and seeds."""
+    device = pick_device(cfg.device)
     rank, world_size, device = setup_distributed(device)
-    master = rank == 0  # only one process logs, evaluates for the record and writes checkpoints
-    torch.manual_seed(train_cfg.seed + rank)  # dropout differs per process; batches come from `gen`
-    gen = torch.Generator().manual_seed(train_cfg.seed)
-    os.makedirs(train_cfg.out_dir, exist_ok=True)
-    dtype_name, autocast, use_scaler = pick_dtype(train_cfg.dtype, device)
+    torch.manual_seed(cfg.seed + rank)  # dropout differs per process; batches come from their own generator
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    dtype, autocast, _ = pick_dtype(cfg.dtype, device)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores where fp32 remains
         torch.backends.cudnn.allow_tf32 = True
+    return Run(device, rank, world_size, dtype, autocast)
 
-    # --- data
-    tok, train_data, val_data = load_splits(train_cfg, model_cfg.block_size)
-    splits = {"train": train_data, "val": val_data}
 
-    # --- model, optimizer, loss scaler; a resumed run takes all three from its checkpoint
-    ckpt = None
-    if train_cfg.resume:
-        model, ckpt = load_checkpoint(train_cfg.resume, device)
-        model_cfg = model.config
+def build_training(train_cfg, model_cfg, tok, run, resumed):
+    """The model, optimizer, loss scaler and batch generator; a resumed run takes all four from its checkpoint."""
+    if resumed:
+        model, ckpt = resumed
+        if "optimizer" not in ckpt:
+            raise SystemExit(f"error: {train_cfg.resume} holds no training state (a best.pt or another part's "
+                             "checkpoint); --resume needs a last.pt written by this train.py")
     else:
-        model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
-        model = GPT(model_cfg).to(device)
-    if model_cfg.vocab_size < tok.vocab_size:
-        raise SystemExit(f"error: the model has {model_cfg.vocab_size} tokens but the tokenizer {tok.vocab_size}")
-    optimizer = make_optimizer(model, train_cfg, device)
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=use_scaler)
-    history, best_val, start_step = [], float("inf"), 1
-    if ckpt is not None:
+        model = GPT(dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)).to(run.device)
+    if model.config.vocab_size < tok.vocab_size:
+        raise SystemExit(f"error: the model has {model.config.vocab_size} tokens but the tokenizer {tok.vocab_size}")
+    optimizer = make_optimizer(model, train_cfg, run.device)
+    # 4.2 fp16 only: scale the loss up so that small gradients do not underflow to 0
+    scaler = torch.amp.GradScaler(run.device.split(":")[0], enabled=run.dtype == "fp16")
+    gen = torch.Generator().manual_seed(train_cfg.seed)  # the batches: the same stream in every process
+    if resumed:
         restore_training_state(ckpt, optimizer, scaler, gen)
-        history, best_val, start_step = ckpt["history"], ckpt["best_val"], ckpt["step"] + 1
-    time_offset = history[-1]["time"] if history else 0.0  # wall time of the run before a resume
-    tok_state = {"tokenizer": tokenizer_to_dict(tok)}
-    raw_model = model
-    if train_cfg.compile:
-        model = torch.compile(model)
-    ddp = world_size > 1
-    if ddp:
-        device_ids = [device] if device.startswith("cuda") else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        run.history, run.best_val, run.start_step = ckpt["history"], ckpt["best_val"], ckpt["step"] + 1
+        run.time_offset = run.history[-1]["time"] if run.history else 0.0
+        run.reached = next((h for h in run.history if h["val"] <= train_cfg.target_loss), None)
+    return model, optimizer, scaler, gen
 
-    tokens_per_step = train_cfg.batch_size * model_cfg.block_size * train_cfg.grad_accum_steps * world_size
-    flops_per_step = raw_model.flops_per_token() * tokens_per_step
-    peak = peak_flops(device)
-    log = RunLogger(train_cfg.out_dir, enabled=master, tensorboard=train_cfg.tensorboard, append=ckpt is not None)
-    log.text(f"device {device} x{world_size} | dtype {dtype_name} | {raw_model.num_params():,} parameters | "
-             f"vocab {tok.vocab_size} | {len(train_data):,} train / {len(val_data):,} val tokens | "
-             f"{tokens_per_step:,} tokens per step" + (f" | resumed at step {start_step}" if ckpt else ""))
 
-    # --- train
-    reached_at = next((h for h in history if h["val"] <= train_cfg.target_loss), None)
-    last_step = min(train_cfg.max_steps, train_cfg.stop_after or train_cfg.max_steps)
-    t_start, t_last, step = time.time(), time.time(), start_step - 1
-    logged_step = step  # the last step whose speed was measured
-    for step in range(start_step, last_step + 1):
-        lr = lr_at(step - 1, train_cfg)
+def tokens_per_step(train_cfg, model_cfg, run):
+    return train_cfg.batch_size * model_cfg.block_size * train_cfg.grad_accum_steps * run.world_size
+
+
+def train(model, optimizer, scaler, gen, splits, tok, cfg: TrainConfig, run: Run, log):
+    """2.4 Each step: set the lr (4.3), accumulate micro-batch gradients (4.2), clip, update; then log (4.5),
+    evaluate (2.6) and checkpoint (4.4) at their intervals. Returns (last step, wall time)."""
+    fast = torch.compile(model) if cfg.compile else model  # the same weights, run faster; saved via `model`
+    fast = wrap_model(fast, run.device, run.world_size)
+    speed = Throughput(tokens_per_step(cfg, model.config, run), model.flops_per_token(), peak_flops(run.device))
+    last_step = min(cfg.max_steps, cfg.stop_after or cfg.max_steps)
+    t_start, step = time.time(), run.start_step - 1
+    speed.start(step)
+    for step in range(run.start_step, last_step + 1):
+        lr = lr_at(step - 1, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        micro = [get_batch(train_data, model_cfg.block_size, train_cfg.batch_size, gen, rank, world_size)
-                 for _ in range(train_cfg.grad_accum_steps)]
-        micro = [(to_device(x, device), to_device(y, device)) for x, y in micro]
-        loss = accumulate_gradients(model, micro, autocast, scaler, ddp)
+        micro = [get_batch(splits["train"], model.config.block_size, cfg.batch_size, gen, run.rank, run.world_size)
+                 for _ in range(cfg.grad_accum_steps)]
+        micro = [(to_device(x, run.device), to_device(y, run.device)) for x, y in micro]
+        loss = accumulate_gradients(fast, micro, run.autocast, scaler, ddp=run.world_size > 1)
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)  # a tensor, no sync
+        grad_norm = torch.nn.utils.clip_grad_norm_(fast.parameters(), cfg.grad_clip)  # tames rare loss spikes
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-        if step % train_cfg.log_interval == 0 or step == 1:
-            loss, grad_norm = mean_over_processes(loss.item(), world_size, device), grad_norm.item()
-            now = time.time()
-            steps_done, logged_step = step - logged_step, step
-            tok_s = tokens_per_step * steps_done / (now - t_last)
-            mfu = flops_per_step * steps_done / (now - t_last) / peak if peak else None
-            eta = (now - t_start) / (step - start_step + 1) * (last_step - step)
+        if step % cfg.log_interval == 0 or step == 1:  # .item() waits for the GPU: only on log steps
+            loss, grad_norm = mean_over_processes(loss.item(), run.world_size, run.device), grad_norm.item()
+            tok_s, mfu = speed.measure(step)
+            eta = (time.time() - t_start) / (step - run.start_step + 1) * (last_step - step)
             log.scalars(step, loss=loss, lr=lr, grad_norm=grad_norm, tokens_per_s=tok_s, mfu=mfu)
             log.text(f"step {step:5d} | loss {loss:.4f} | lr {lr:.2e} | grad norm {grad_norm:.2f} | "
                      f"{tok_s:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "") + f" | ETA {eta:.0f}s")
-            t_last = now
-        if step % train_cfg.eval_interval == 0 or step == last_step:
+        if step % cfg.eval_interval == 0 or step == last_step:
             t_eval = time.time()
-            losses = estimate_loss(raw_model, splits, model_cfg.block_size, train_cfg.batch_size,
-                                   train_cfg.eval_iters, device, autocast=autocast)
-            history.append({"step": step, "time": time_offset + time.time() - t_start, **losses})
-            log.scalars(step, val_loss=losses["val"], train_loss=losses["train"])
-            log.text(f"step {step:5d} | train {losses['train']:.4f} | val {losses['val']:.4f}")
-            if losses["val"] < best_val:  # keep the best model, not the last (later steps may overfit)
-                best_val = losses["val"]
-                if master:
-                    save_checkpoint(os.path.join(train_cfg.out_dir, "best.pt"), raw_model, model_cfg, step, best_val,
-                                    tok_state)
-            if reached_at is None and losses["val"] <= train_cfg.target_loss:
-                reached_at = history[-1]
-                log.text(f"reached val {train_cfg.target_loss} at step {step}, {reached_at['time']:.1f}s")
-            t_last += time.time() - t_eval  # tokens/s and MFU measure training steps, not evaluation
-        if master and (step % train_cfg.ckpt_interval == 0 or step == last_step):
-            save_checkpoint(os.path.join(train_cfg.out_dir, "last.pt"), raw_model, model_cfg, step, best_val,
-                            {**tok_state, **training_state(optimizer, scaler, gen, history, best_val, train_cfg)})
-    wall = time.time() - t_start
-    log.close()
-    if master and step >= start_step:
-        tok_s = tokens_per_step * (step - start_step + 1) / wall
-        log.text(f"best val loss {best_val:.4f} | {wall:.0f}s | {tok_s:,.0f} tok/s")
+            evaluate(model, splits, tok, step, run.time_offset + t_eval - t_start, cfg, run, log)
+            speed.exclude(time.time() - t_eval)  # tokens/s and MFU measure training steps, not evaluation
+        if run.master and (step % cfg.ckpt_interval == 0 or step == last_step):
+            save_checkpoint(os.path.join(cfg.out_dir, "last.pt"), model, model.config, step, run.best_val,
+                            {"tokenizer": tokenizer_to_dict(tok), **training_state(optimizer, scaler, gen, run, cfg)})
+    return step, time.time() - t_start
 
-    result = {"best_val": best_val, "history": history, "wall_time": wall, "reached_target": reached_at,
+
+def evaluate(model, splits, tok, step, elapsed, cfg: TrainConfig, run: Run, log):
+    """2.6 Train and val loss into the history; a new best val loss writes best.pt."""
+    losses = estimate_loss(model, splits, model.config.block_size, cfg.batch_size, cfg.eval_iters, run.device,
+                           autocast=run.autocast)
+    run.history.append({"step": step, "time": elapsed, **losses})
+    log.scalars(step, val_loss=losses["val"], train_loss=losses["train"])
+    log.text(f"step {step:5d} | train {losses['train']:.4f} | val {losses['val']:.4f}")
+    if losses["val"] < run.best_val:  # keep the best model, not the last (later steps may overfit)
+        run.best_val = losses["val"]
+        if run.master:
+            save_checkpoint(os.path.join(cfg.out_dir, "best.pt"), model, model.config, step, run.best_val,
+                            {"tokenizer": tokenizer_to_dict(tok)})
+    if run.reached is None and losses["val"] <= cfg.target_loss:
+        run.reached = run.history[-1]
+        log.text(f"reached val {cfg.target_loss} at step {step}, {run.reached['time']:.1f}s")
+
+
+class Throughput:
+    """Tokens per second and MFU (the share of the GPU's peak FLOP rate used) between two log lines."""
+
+    def __init__(self, tokens_per_step, flops_per_token, peak):
+        self.tokens_per_step, self.flops_per_step, self.peak = tokens_per_step, flops_per_token * tokens_per_step, peak
+
+    def start(self, step):
+        self.step, self.time = step, time.time()
+
+    def exclude(self, seconds):
+        self.time += seconds
+
+    def measure(self, step):
+        seconds, steps = time.time() - self.time, step - self.step
+        self.start(step)
+        mfu = self.flops_per_step * steps / seconds / self.peak if self.peak else None
+        return self.tokens_per_step * steps / seconds, mfu
+
+
+def finish(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log, step, wall):
+    """The result dict; on rank 0 also the loss plot, results.json and a sample from the best checkpoint."""
+    steps_run = step - run.start_step + 1
+    per_step = tokens_per_step(cfg, model.config, run)
+    if steps_run > 0:
+        log.text(f"best val loss {run.best_val:.4f} | {wall:.0f}s | {per_step * steps_run / wall:,.0f} tok/s")
+    result = {"best_val": run.best_val, "history": run.history, "wall_time": wall, "reached_target": run.reached,
               "unigram_val": unigram_loss(train_data, val_data, tok.vocab_size),
-              "tokens_per_step": tokens_per_step, "params": raw_model.num_params(), "dtype": dtype_name,
-              "steps": step, "checkpoint": os.path.join(train_cfg.out_dir, "best.pt")}
-    if master and history:
-        plot_losses(history, os.path.join(train_cfg.out_dir, "loss.png"))
-        write_summary(result, train_cfg, model_cfg, device, world_size, wall, step - start_step + 1)
+              "tokens_per_step": per_step, "params": model.num_params(), "dtype": run.dtype,
+              "steps": step, "checkpoint": os.path.join(cfg.out_dir, "best.pt")}
+    if run.master and run.history:
+        plot_losses(run.history, os.path.join(cfg.out_dir, "loss.png"))
+        write_summary(result, cfg, model.config, run.device, run.world_size, wall, steps_run)
         reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist())
-        result.update(sample_from_best(result["checkpoint"], tok, reference, train_cfg, device, autocast))
-    if ddp:
-        dist.destroy_process_group()
+        result.update(sample_from_best(result["checkpoint"], tok, reference, cfg, run.device, run.autocast))
     return result
 
 

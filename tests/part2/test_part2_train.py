@@ -16,7 +16,7 @@ def run_tiny(tmp_path, *extra):
 def test_short_run_learns_and_writes_outputs(tmp_path):
     result = run_tiny(tmp_path, "--max_steps", "60", "--eval_interval", "30")
     first, last = result["history"][0], result["history"][-1]
-    assert last["val"] < 3.6 < 5.5  # far below ln(256) = 5.55: it learned the byte frequencies at least
+    assert last["val"] < 3.6  # far below ln(256) = 5.55: it learned the byte frequencies at least
     assert last["train"] <= first["train"]
     assert (tmp_path / "best.pt").exists() and (tmp_path / "loss.png").stat().st_size > 1000
 
