@@ -43,7 +43,8 @@ def main(argv=None):
     args = parse_args(argv)
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
-    tok = tokenizer_from_dict(ckpt["tokenizer"])  # the checkpoint carries its tokenizer
+    # the checkpoint carries its tokenizer; Part 2 and 3 checkpoints have none: those parts read bytes
+    tok = tokenizer_from_dict(ckpt.get("tokenizer", {"kind": "bytes"}))
     prompt = tok.encode(args.prompt)
     if len(prompt) > model.config.block_size:  # the model only ever sees its last block_size tokens
         print(f"note: the prompt is {len(prompt)} tokens; the model sees only the last {model.config.block_size}")

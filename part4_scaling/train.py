@@ -275,17 +275,17 @@ def lr_at(step, cfg: TrainConfig):
     constant: flat at lr."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    floor = cfg.lr * cfg.min_lr_ratio
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "wsd":
         decay_start = cfg.max_steps * (1 - cfg.decay_fraction)
         if step < decay_start:
             return cfg.lr
+        floor = cfg.lr * cfg.min_lr_ratio
         return cfg.lr - (cfg.lr - floor) * min(1.0, (step - decay_start) / max(1, cfg.max_steps - decay_start))
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return floor + (cfg.lr - floor) * cosine
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
 def make_optimizer(model, cfg: TrainConfig, device="cpu"):

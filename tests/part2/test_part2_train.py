@@ -38,24 +38,31 @@ def test_sample_script_continues_a_prompt(tmp_path, capsys):
     assert texts[0].startswith(long_prompt) and "sees only the last 16" in capsys.readouterr().out
 
 
+def error_message(err, capsys):
+    """The one line a bad input ends with: SystemExit's text, or argparse's last stderr line."""
+    message = err.value.code if isinstance(err.value.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error" in message and "\n" not in message, message
+    return message
+
+
+# Bad input, checked in-process (a subprocess per case costs seconds); the last test goes through the script.
 @pytest.mark.parametrize("args, words", [
     (["--lr", "-1"], ["--lr"]),
     (["--val_fraction", "1.5"], ["--val_fraction"]),
     (["--max_steps", "0"], ["--max_steps"]),
     (["--n_embd", "30", "--n_head", "4"], ["divisible"]),
     (["--data", "no/such/file.txt"], ["not found"]),
+    (["--data", "EMPTY"], ["empty"]),
+    (["--data", "SHORT"], ["too short"]),
 ])
-def test_bad_training_flags_are_one_line_errors(args, words):
-    assert_one_line_error(run_script("part2_tiny_llm/train.py", *args), *words)
-
-
-def test_empty_or_too_short_data_is_a_one_line_error(tmp_path):
-    empty = tmp_path / "empty.txt"
-    empty.write_text("")
-    assert_one_line_error(run_script("part2_tiny_llm/train.py", "--data", str(empty)), "empty")
-    short = tmp_path / "short.txt"
-    short.write_text("too short for a 64-byte context")
-    assert_one_line_error(run_script("part2_tiny_llm/train.py", "--data", str(short)), "too short")
+def test_bad_training_flags_are_one_line_errors(args, words, tmp_path, capsys):
+    (tmp_path / "EMPTY").write_text("")
+    (tmp_path / "SHORT").write_text("too short for a 64-byte context")
+    args = [str(tmp_path / a) if a in ("EMPTY", "SHORT") else a for a in args]
+    with pytest.raises(SystemExit) as err:
+        train.main(*train.parse_configs([*args, "--out_dir", str(tmp_path)]))
+    message = error_message(err, capsys)
+    assert all(word in message for word in words), message
 
 
 @pytest.mark.parametrize("args, words", [
@@ -65,5 +72,12 @@ def test_empty_or_too_short_data_is_a_one_line_error(tmp_path):
     (["--temperature", "-1"], ["--temperature"]),
     (["--checkpoint", "missing.pt"], ["not found"]),
 ])
-def test_bad_sampling_flags_are_one_line_errors(args, words):
-    assert_one_line_error(run_script("part2_tiny_llm/sample.py", *args), *words)
+def test_bad_sampling_flags_are_one_line_errors(args, words, capsys):
+    with pytest.raises(SystemExit) as err:
+        sample.main(args)
+    message = error_message(err, capsys)
+    assert all(word in message for word in words), message
+
+
+def test_the_scripts_end_bad_input_without_a_traceback():
+    assert_one_line_error(run_script("part2_tiny_llm/train.py", "--data", "no/such/file.txt"), "not found")

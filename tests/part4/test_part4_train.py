@@ -145,8 +145,7 @@ def test_unigram_baseline_is_the_frequency_entropy():
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     common = [*TINY, "--cache_dir", str(tmp_path / "cache"), "--max_steps", "6", "--eval_interval", "3",
               "--log_interval", "1", "--sample_tokens", "0"]
-    one = run_script("part4_scaling/train.py", *common, "--batch_size", "8", "--out_dir", str(tmp_path / "one"))
-    assert one.returncode == 0, one.stderr[-2000:]
+    train.main(*train.parse_configs([*common, "--batch_size", "8", "--out_dir", str(tmp_path / "one")]))
     # --standalone: torchrun finds a free port itself (a fixed port fails when another run holds it)
     two = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                      "part4_scaling/train.py", *common, "--batch_size", "4", "--out_dir", str(tmp_path / "two"))
@@ -198,8 +197,8 @@ def test_booleans_are_strict(capsys):
 def test_part3_and_part4_checkpoints_load_in_each_other(tmp_path):
     part3_model, part3_ckpt = load_part("part3_modern", "model", "checkpoint")
     torch.manual_seed(0)
-    cfg = dict(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)
-    idx = torch.randint(0, 64, (1, 16))
+    cfg = dict(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=32)
+    idx = torch.randint(0, 256, (1, 16))
     for make, save, load in ((part3_model, part3_ckpt.save_checkpoint, train.load_checkpoint),
                              (model, train.save_checkpoint, part3_ckpt.load_checkpoint)):
         gpt = make.GPT(make.GPTConfig(**cfg)).eval()
@@ -207,6 +206,10 @@ def test_part3_and_part4_checkpoints_load_in_each_other(tmp_path):
         loaded, _ = load(str(tmp_path / "x.pt"))
         assert type(loaded) is not type(gpt)  # really the other part's class
         assert torch.equal(loaded.eval()(idx)[0], gpt(idx)[0])
+    # Part 4's sample.py reads a Part 3 checkpoint (no tokenizer stored: bytes)
+    gpt = part3_model.GPT(part3_model.GPTConfig(**cfg))
+    part3_ckpt.save_checkpoint(str(tmp_path / "p3.pt"), gpt, gpt.config, 1, 1.0)
+    assert sample.main(["--checkpoint", str(tmp_path / "p3.pt"), "--prompt", "ab", "--max_new_tokens", "3"])
 
 
 def test_incompatible_checkpoints_name_the_difference(tmp_path):
