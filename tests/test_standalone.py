@@ -1,8 +1,9 @@
 """Every part runs on its own: copy the folder (and data/) anywhere and its train.py still works."""
+import dataclasses
 import shutil
 
 import pytest
-from partloader import ROOT, run_script
+from partloader import ROOT, load_part, run_script
 
 # The fastest arguments that still exercise each part's whole train.py.
 FAST_ARGS = {
@@ -28,3 +29,16 @@ def test_part_runs_from_a_copied_folder(part, tmp_path):
 def test_every_part_folder_is_listed():
     parts = sorted(p.name for p in ROOT.glob("part[0-9]*_*") if (p / "train.py").exists())
     assert parts == sorted(FAST_ARGS), "add the new part's fast arguments to FAST_ARGS"
+
+
+@pytest.mark.parametrize("part", sorted(FAST_ARGS))
+def test_help_lists_every_flag_with_its_default(part, capsys):
+    """cli.py builds the command line from the config dataclasses the same way in every part."""
+    train = load_part(part, "train")
+    with pytest.raises(SystemExit) as err:
+        train.parse_configs(["--help"])
+    assert err.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    fields = [f.name for cls in (train.TrainConfig, train.GPTConfig) for f in dataclasses.fields(cls)]
+    assert all(f"--{name} " in text for name in fields)
+    assert text.count("(default: ") == len(fields)
