@@ -48,7 +48,7 @@ def chain(root=ROOT):
 
 
 def definitions(part: Path) -> dict:
-    """{(file, name): source text} of every top-level function and class of the part."""
+    """{(file, name): (first line number, source text)} of every top-level function and class of the part."""
     found = {}
     for path in sorted(part.glob("*.py")):
         if path.name in SKIP_FILES:
@@ -58,7 +58,7 @@ def definitions(part: Path) -> dict:
         for node in ast.parse(text, filename=str(path)).body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-                found[(path.name, node.name)] = "".join(lines[start - 1:node.end_lineno])
+                found[(path.name, node.name)] = (start, "".join(lines[start - 1:node.end_lineno]))
     return found
 
 
@@ -82,17 +82,28 @@ def compare(prev: Path, part: Path) -> dict:
     """{"Changed"|"New"|"Removed": {(file, name), ...}, "diffs": {(file, name): diff lines}} for one pair."""
     before, after = definitions(prev), definitions(part)
     pairs = match(before, after)
-    changed = {k for k, old in pairs.items() if before[old] != after[k]}
+    changed = {k for k, old in pairs.items() if before[old][1] != after[k][1]}
     diffs = {k: short_diff(before[pairs[k]], after[k], f"{prev.name}/{pairs[k][0]}", f"{part.name}/{k[0]}")
              for k in changed}
     return {"Changed": changed, "New": set(after) - set(pairs), "Removed": set(before) - set(pairs.values()),
             "diffs": diffs, "same": set(pairs) - changed}
 
 
-def short_diff(old: str, new: str, old_label: str, new_label: str) -> list:
-    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), old_label, new_label, lineterm="", n=1))
+def short_diff(old: tuple, new: tuple, old_file: str, new_file: str) -> list:
+    """The first lines of a unified diff of two definitions; line numbers are those of the files."""
+    (old_start, old_text), (new_start, new_text) = old, new
+    lines = difflib.unified_diff(old_text.splitlines(), new_text.splitlines(), old_file, new_file, lineterm="", n=1)
+    lines = [renumber(line, old_start, new_start) for line in lines]
     more = [f"... ({len(lines) - DIFF_LINES} more diff lines)"] if len(lines) > DIFF_LINES else []
     return lines[:DIFF_LINES] + more
+
+
+def renumber(line: str, old_start: int, new_start: int) -> str:
+    """'@@ -5,3 +5,3 @@' counts from the def; shift it to the file's line numbers so an editor can jump there."""
+    m = re.match(r"@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@", line)
+    if not m:
+        return line
+    return f"@@ -{int(m[1]) + old_start - 1}{m[2] or ''} +{int(m[3]) + new_start - 1}{m[4] or ''} @@"
 
 
 # ----------------------------------------------------------------------------------------------------
