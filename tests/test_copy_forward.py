@@ -62,15 +62,17 @@ def definitions(part: Path) -> dict:
     return found
 
 
-def match(before: dict, after: dict) -> dict:
-    """{after key: before key} for every name present in both parts (same file first, then moved)."""
+def match(before: dict, after: dict, own_files=frozenset()) -> dict:
+    """{after key: before key} for every name present in both parts (same file first, then moved).
+    own_files: a chapter's own tools (whole-file lines of the manifest); nothing moves into or out of them,
+    so the `main` of a dropped bench.py is not compared with the `main` of a new bench_rl.py."""
     pairs = {key: key for key in after if key in before}
     taken_before, taken_after = set(pairs.values()), set(pairs)
     for file, name in after:
         if (file, name) in taken_after:
             continue
-        old = [k for k in before if k[1] == name and k not in taken_before]
-        new = [k for k in after if k[1] == name and k not in taken_after]
+        old = [k for k in before if k[1] == name and k not in taken_before and k[0] not in own_files]
+        new = [k for k in after if k[1] == name and k not in taken_after and k[0] not in own_files]
         if len(old) == 1 and len(new) == 1:  # one copy left on each side: it moved to another file
             pairs[(file, name)] = old[0]
             taken_before.add(old[0])
@@ -81,7 +83,8 @@ def match(before: dict, after: dict) -> dict:
 def compare(prev: Path, part: Path) -> dict:
     """{"Changed"|"New"|"Removed": {(file, name), ...}, "diffs": {(file, name): diff lines}} for one pair."""
     before, after = definitions(prev), definitions(part)
-    pairs = match(before, after)
+    own_files = {file for _, file, name in read_manifest(part) if name == WHOLE_FILE}
+    pairs = match(before, after, own_files)
     changed = {k for k, old in pairs.items() if before[old][1] != after[k][1]}
     diffs = {k: short_diff(before[pairs[k]], after[k], f"{prev.name}/{pairs[k][0]}", f"{part.name}/{k[0]}")
              for k in changed}
@@ -265,6 +268,15 @@ def test_checker_follows_a_function_that_moved_file(tmp_path):
     prev.rename(prev2), part.rename(part2)
     (part2 / "sampling.py").write_text(moved.replace("logits", "scores"))
     assert "- sampling.py: top_p_filter — TODO why" in "\n".join(check(prev2, part2))
+
+
+def test_a_new_tool_file_is_not_compared_with_a_dropped_one(tmp_path):
+    tool = "def main():\n    print('bench')\n"
+    prev, part = make_parts(tmp_path, None, "", later_files={"model.py": BASE, "bench_b.py": tool.replace("e", "E")})
+    (prev / "bench_a.py").write_text(tool)
+    assert "- bench_b.py: main — TODO why" in "\n".join(check(prev, part))  # same name in one file each: "moved"
+    (part / MANIFEST).write_text("## New\n- bench_b.py — Part 2's tool\n## Removed\n- bench_a.py — Part 1's tool\n")
+    assert check(prev, part) == []
 
 
 def test_checker_wants_new_and_removed_names_listed(tmp_path):
