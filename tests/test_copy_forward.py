@@ -272,7 +272,7 @@ def test_checker_follows_a_function_that_moved_file(tmp_path):
 
 def test_a_new_tool_file_is_not_compared_with_a_dropped_one(tmp_path):
     tool = "def main():\n    print('bench')\n"
-    prev, part = make_parts(tmp_path, None, "", later_files={"model.py": BASE, "bench_b.py": tool.replace("e", "E")})
+    prev, part = make_parts(tmp_path, None, "", later_files={"model.py": BASE, "bench_b.py": tool.replace("ch", "CH")})
     (prev / "bench_a.py").write_text(tool)
     assert "- bench_b.py: main — TODO why" in "\n".join(check(prev, part))  # same name in one file each: "moved"
     (part / MANIFEST).write_text("## New\n- bench_b.py — Part 2's tool\n## Removed\n- bench_a.py — Part 1's tool\n")
