@@ -62,7 +62,6 @@ def parts_defining(name: str, modules=None) -> list:
     Tests of carried-forward code parametrize over this, so every copy of a function is tested, and a
     name that moves to another file (model.py -> sampling.py) is still found. The source is read with
     ast, not imported, so listing is cheap. modules: only look in these module names."""
-    import ast
     import re
 
     found = []
@@ -72,8 +71,20 @@ def parts_defining(name: str, modules=None) -> list:
         for path in sorted(part.glob("*.py")):
             if path.stem == "exercises" or (modules and path.stem not in modules):
                 continue
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-            defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-            if name in defined:
+            if name in _top_level_names(path, path.stat().st_mtime_ns):
                 found.append((part.name, path.stem))
     return found
+
+
+_NAMES = {}  # (path, mtime) -> names: each file version is parsed once per test session
+
+
+def _top_level_names(path: Path, mtime_ns: int) -> frozenset:
+    """Names of the functions and classes a file defines at top level."""
+    import ast
+
+    if (path, mtime_ns) not in _NAMES:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        _NAMES[(path, mtime_ns)] = frozenset(n.name for n in tree.body if isinstance(n, defs))
+    return _NAMES[(path, mtime_ns)]

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from partloader import load_part, parts_defining
 
 INF = float("-inf")
@@ -172,15 +174,21 @@ def test_an_unreadable_checkpoint_is_a_one_line_error(part, mod, content, tmp_pa
     assert message.startswith("error:") and "\n" not in message and str(path) in message
 
 
-@pytest.mark.parametrize("part, mod", params("load_checkpoint"))
-def test_a_missing_or_foreign_checkpoint_is_a_one_line_error(part, mod, tmp_path):
-    load_checkpoint = module_of(part, mod).load_checkpoint
-    foreign = tmp_path / "other.pt"
-    torch.save({"arch": "some_other_gpt", "model": {}}, foreign)
-    for path in (tmp_path / "missing.pt", foreign):
+@pytest.mark.parametrize("part, mod", params("save_checkpoint"))
+def test_a_missing_foreign_or_misfitting_checkpoint_is_a_one_line_error(part, mod, tmp_path):
+    train = module_of(part, mod)
+    model = tiny_model(train)
+    foreign, misfit = str(tmp_path / "other.pt"), str(tmp_path / "misfit.pt")
+    torch.save({"arch": "part9_mla", "model": {}}, foreign)
+    train.save_checkpoint(misfit, model, model.config, 1, 1.0)
+    ckpt = torch.load(misfit, weights_only=True)
+    ckpt["model_config"]["n_embd"] = 32  # a config that does not fit the stored weights
+    torch.save(ckpt, misfit)
+    for path, words in ((str(tmp_path / "missing.pt"), "not found"), (foreign, "part9_mla"), (misfit, "does not fit")):
         with pytest.raises(SystemExit) as e:
-            load_checkpoint(str(path))
-        assert str(e.value).startswith("error:") and "\n" not in str(e.value)
+            train.load_checkpoint(path)
+        message = str(e.value)
+        assert message.startswith("error:") and "\n" not in message and words in message
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -193,6 +201,16 @@ def test_byte_tokenizer(part, mod):
     for text in ["", "a\nb\tc", "naïve café 日本語 🤖"]:
         assert tok.decode(tok.encode(text)) == text
     assert tok.decode([104, 0xC3]) == "h\ufffd"  # half a character becomes U+FFFD instead of an exception
+
+
+@pytest.mark.parametrize("part, mod", params("ByteTokenizer"))
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(), raw=st.binary())
+def test_byte_tokenizer_round_trips_any_text_and_decodes_any_bytes(part, mod, text, raw):
+    tok = get(part, mod, "ByteTokenizer")()
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text and all(0 <= i < 256 for i in ids)
+    assert isinstance(tok.decode(list(raw)), str)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -246,7 +264,7 @@ def attention_configs(part, mod):
     fields = get(part, mod, "GPTConfig").__dataclass_fields__
     configs = [{}]
     if "window" in fields:  # 3.5: the sdpa path gets an explicit mask instead of is_causal
-        configs.append({"window": 3, "n_sink": 1})
+        configs += [{"window": 3}, {"window": 3, "n_sink": 1}]
     return configs
 
 
@@ -263,3 +281,17 @@ def test_fused_attention_equals_the_manual_path(part, mod):
         x = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(1))
         fused, manual = (a(x) for a in attns)
         assert torch.allclose(fused, manual, atol=1e-5), f"{extra}: max diff {(fused - manual).abs().max():.2e}"
+
+
+@pytest.mark.parametrize("part, mod", params("GPT"))
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_the_model_never_looks_ahead(part, mod, use_sdpa):
+    """Whatever a chapter adds to GPT, the logits at t must not depend on the tokens after t."""
+    m = module_of(part, mod)
+    torch.manual_seed(0)
+    gpt = m.GPT(m.GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=16, use_sdpa=use_sdpa)).eval()
+    idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(1))
+    changed = idx.clone()
+    changed[:, 10:] = (idx[:, 10:] + 1) % 50
+    assert torch.allclose(gpt(idx)[0][:, :10], gpt(changed)[0][:, :10], atol=1e-6)
+    assert not torch.allclose(gpt(idx)[0][:, 10:], gpt(changed)[0][:, 10:], atol=1e-6)  # the change did reach the model
