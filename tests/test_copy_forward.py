@@ -169,7 +169,9 @@ def check(prev: Path, part: Path, sections=SECTIONS) -> list:
         if wrong:
             problems.append(f'listed under "## {section}" but not true; remove or fix:')
             problems += wrong
-    if problems:
+    if problems and not (part / MANIFEST).is_file():
+        problems.insert(0, f"{part.name}/{MANIFEST} is missing: every part after the first lists what it changed.")
+    elif problems:
         problems.insert(0, f"{part.name}/{MANIFEST} does not match the code (compared with {prev.name}):")
         problems.append(f"To rewrite the lists: python tests/test_copy_forward.py --write {part.name}")
     return problems
