@@ -1,0 +1,112 @@
+"""Part 3 exercises: one class or function per exercise, each a worked solution (README.md, "Exercises").
+
+Replace a solution with your own and run the same test:
+
+    python -m pytest tests/part3/test_part3_exercises.py
+
+The tests check each solution against an independent computation (a loop over heads, the formula, the
+unchanged model), so they pass for any correct answer, not only for this one.
+"""
+import copy
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from model import GPT, GPTConfig, CausalSelfAttention, apply_rope, causal_attention, rope_tables
+
+
+# ----------------------------------------------------------------------------------------------------
+# Exercise 3.A (builds on 3.4): grouped-query attention, and a KV cache n_head / n_kv_head times smaller
+class GQASelfAttention(CausalSelfAttention):
+    """Task: attention with n_head query heads but only n_kv_head key/value heads (n_kv_head divides
+    n_head); query head h reads key/value head h // (n_head // n_kv_head). The KV cache (3.4) then stores
+    n_kv_head heads per layer: LLaMA-2 70B and Mistral use this to cut inference memory 8x / 4x.
+    n_kv_head = n_head is ordinary multi-head attention, n_kv_head = 1 is multi-query attention.
+    (Sliding windows are left out to keep the exercise short.)"""
+
+    def __init__(self, config: GPTConfig, n_kv_head: int):
+        super().__init__(config)
+        if n_kv_head < 1 or config.n_head % n_kv_head:
+            raise ValueError(f"n_kv_head ({n_kv_head}) must divide n_head ({config.n_head})")
+        if config.window:
+            raise ValueError("this GQA exercise supports window=0 only")
+        self.n_kv_head, self.head_size = n_kv_head, config.n_embd // config.n_head
+        kv_dim = n_kv_head * self.head_size
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * kv_dim, bias=config.bias)  # q, then smaller k, v
+
+    def forward(self, x, cache=None):
+        B, T, C = x.shape
+        kv_dim = self.n_kv_head * self.head_size
+        q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=2)                       # (B, T, C), 2x (B, T, kv_dim)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)                    # (B, nh, T, hs)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2) for t in (k, v))  # (B, n_kv, T, hs)
+        start = 0 if cache is None else cache.make_room(T)
+        if self.rope:
+            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # the cache only ever holds the n_kv_head shared heads
+            k, v = cache.append(k, v)                                                     # (B, n_kv, L, hs)
+        group = self.n_head // self.n_kv_head
+        k, v = (t.repeat_interleave(group, dim=1) for t in (k, v))  # (B, nh, L, hs): a view per query head
+        y = causal_attention(q, k, v, self.dropout if self.training else 0.0, self.training)   # (B, nh, T, hs)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+    @torch.no_grad()
+    def load_from(self, mha: CausalSelfAttention):
+        """Start from a multi-head layer: keep its queries and output projection, and give each key/value
+        head the mean of its group's heads (the "uptraining" recipe of Ainslie et al., 2023)."""
+        C, hs, n_kv = self.c_proj.in_features, self.head_size, self.n_kv_head
+        group = self.n_head // n_kv
+
+        def pool(t):  # (C, ...) rows of n_head heads -> (n_kv * hs, ...) rows, each group averaged
+            return t.reshape(n_kv, group, hs, *t.shape[1:]).mean(1).reshape(n_kv * hs, *t.shape[1:])
+
+        for name in ("weight", "bias"):
+            full = getattr(mha.c_attn, name)
+            if full is not None:
+                wq, wk, wv = full.split(C, dim=0)
+                getattr(self.c_attn, name).copy_(torch.cat([wq, pool(wk), pool(wv)]))
+        self.c_proj.load_state_dict(mha.c_proj.state_dict())
+
+
+def gqa_gpt(n_kv_head: int, config: GPTConfig = None, mha: GPT = None) -> GPT:
+    """A GPT whose attention layers are GQASelfAttention: a new one from config (initialised like GPT,
+    then pooled), or converted from a trained multi-head GPT `mha` (which is left untouched)."""
+    gpt = copy.deepcopy(mha) if mha is not None else GPT(config)
+    for block in gpt.blocks:
+        gqa = GQASelfAttention(gpt.config, n_kv_head)
+        gqa.load_from(block.attn)
+        block.attn = gqa
+    return gpt
+
+
+# ----------------------------------------------------------------------------------------------------
+# Exercise 3.B (builds on 3.2): stretch RoPE past the training context
+def scaled_rope_tables(n_positions, head_size, scale, kind="ntk", base=10000.0):
+    """Task: RoPE tables (cos, sin) for a model trained on contexts `scale` times shorter.
+    kind="linear" (position interpolation, Chen et al. 2023): position p is read as p / scale, so every
+        angle stays inside the trained range, but neighbouring tokens get closer than ever seen in training;
+    kind="ntk" (NTK-aware, bloc97 2023): raise the base to base * scale^(hs / (hs - 2)), which leaves the
+        fastest pair (local order) untouched and slows the slowest pair exactly by `scale`."""
+    if kind == "ntk":
+        return rope_tables(n_positions, head_size, base * scale ** (head_size / (head_size - 2)))
+    if kind != "linear":
+        raise ValueError(f"kind must be 'linear' or 'ntk', got {kind!r}")
+    inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)  # (hs/2,) as in 3.2
+    angles = (torch.arange(n_positions, dtype=torch.float32)[:, None] / scale) * inv_freq   # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)                                           # (T, hs)
+    return angles.cos(), angles.sin()
+
+
+def extend_context(gpt: GPT, block_size: int, kind: str = "ntk") -> GPT:
+    """A copy of a trained RoPE model that accepts block_size tokens, with kind "ntk", "linear" or "none"
+    (plain RoPE tables, longer: positions the model never saw)."""
+    longer = GPT(dataclasses.replace(gpt.config, block_size=block_size))
+    longer.load_state_dict(gpt.state_dict())  # RoPE tables are buffers outside the state dict
+    hs, scale = gpt.config.n_embd // gpt.config.n_head, block_size / gpt.config.block_size
+    if kind != "none":
+        cos, sin = scaled_rope_tables(block_size, hs, scale, kind)
+        for block in longer.blocks:
+            block.attn.rope_cos, block.attn.rope_sin = cos, sin
+    return longer.eval()
