@@ -27,7 +27,7 @@ def count_params(config: GPTConfig) -> int:
     norm = C + b * C                                      # LayerNorm: weight, and bias if config.bias
     attention = 3 * C * C + b * 3 * C + C * C + b * C     # c_attn (q, k, v together) + c_proj
     mlp = 4 * C * C + b * 4 * C + 4 * C * C + b * C       # c_fc (C -> 4C) + c_proj (4C -> C)
-    block = 2 * norm + attention + mlp                    # = 12 C^2 + 2C + 13 b C
+    block = 2 * norm + attention + mlp                    # = 12 C^2 + 2C + 11 b C
     return embeddings + config.n_layer * block + norm     # + ln_f
 
 

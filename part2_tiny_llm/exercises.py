@@ -69,3 +69,27 @@ def bigram_loss(train_ids, val_ids, vocab_size, alpha=1.0):
     probs = (counts + alpha) / (counts.sum(1, keepdim=True) + alpha * vocab_size)
     return -probs[val_ids[:-1], val_ids[1:]].log().mean().item()
 
+
+
+# ----------------------------------------------------------------------------------------------------
+# The figures in README.md, "Exercises": python part2_tiny_llm/exercises.py [checkpoint]
+def main(ckpt_path="out/part2/best.pt", data_path="data/shakespeare_100k.txt"):
+    from tokenizer import ByteTokenizer
+    from train import TrainConfig, load_checkpoint, load_text, split_data
+
+    cfg = TrainConfig()
+    gpt, _ = load_checkpoint(ckpt_path)
+    block_size = gpt.config.block_size
+    train, val = split_data(ByteTokenizer().encode(load_text(data_path)), cfg.val_fraction, block_size)
+    print(f"2.C bigram baseline: val loss {bigram_loss(train, val, 256):.4f}")
+    sampled = [estimate_loss(gpt, {"val": val}, block_size, cfg.batch_size, cfg.eval_iters, "cpu", seed=s)["val"]
+               for s in range(10)]
+    print(f"2.B full val split: {full_val_loss(gpt, val, block_size):.4f} | estimate_loss ({cfg.eval_iters} batches "
+          f"of {cfg.batch_size}) over 10 seeds: mean {statistics.mean(sampled):.4f}, "
+          f"std {statistics.stdev(sampled):.4f}, range {min(sampled):.4f}-{max(sampled):.4f}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(*sys.argv[1:2])

@@ -110,3 +110,52 @@ def extend_context(gpt: GPT, block_size: int, kind: str = "ntk") -> GPT:
         for block in longer.blocks:
             block.attn.rope_cos, block.attn.rope_sin = cos, sin
     return longer.eval()
+
+
+@torch.no_grad()
+def loss_by_position(gpt: GPT, data: torch.Tensor, T: int, batch_size: int = 16) -> torch.Tensor:
+    """Mean loss at each position 0..T-1 over the consecutive windows of T + 1 tokens of data: (T,).
+    Positions past the training context show what a scaling trick buys."""
+    n = (len(data) - 1) // T
+    x, y = data[:n * T].view(n, T), data[1:n * T + 1].view(n, T)                  # (n, T) each
+    losses = []
+    for i in range(0, n, batch_size):
+        logits = gpt(x[i:i + batch_size])[0]                                         # (b, T, vocab)
+        losses.append(nn.functional.cross_entropy(logits.transpose(1, 2), y[i:i + batch_size], reduction="none"))
+    return torch.cat(losses).mean(0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The figures in README.md, "Exercises": python part3_modern/exercises.py [checkpoint]
+def main(ckpt_path="out/part3/best.pt", data_path="data/shakespeare_100k.txt"):
+    from tokenizer import ByteTokenizer
+    from train import TrainConfig, load_checkpoint, load_text, split_data
+
+    gpt, _ = load_checkpoint(ckpt_path)
+    gpt.eval()
+    T = gpt.config.block_size
+    _, val = split_data(ByteTokenizer().encode(load_text(data_path)), TrainConfig().val_fraction, T)
+    print(f"3.B val loss by position, trained on {T} tokens (mean over positions 0-{T - 1} | {T}-{2 * T - 1})")
+    print(f"  trained context {T}:  {loss_by_position(gpt, val, T).mean():.4f}")
+    for kind in ("none", "linear", "ntk"):
+        by_pos = loss_by_position(extend_context(gpt, 2 * T, kind), val, 2 * T)
+        print(f"  {kind:6s} at {2 * T}:  {by_pos[:T].mean():.4f} | {by_pos[T:].mean():.4f}")
+    mha_bytes = sum(c.k.numel() + c.v.numel() for c in _filled_cache(gpt, val, T))
+    for n_kv in (2, 1):
+        gqa = gqa_gpt(n_kv, mha=gpt).eval()
+        gqa_bytes = sum(c.k.numel() + c.v.numel() for c in _filled_cache(gqa, val, T))
+        loss = loss_by_position(gqa, val, T).mean()
+        print(f"3.A GQA n_kv_head {n_kv} from the trained model, no retraining: val {loss:.4f}, "
+              f"KV cache {gqa_bytes / mha_bytes:.2f}x of multi-head")
+
+
+def _filled_cache(gpt, data, T):
+    cache = gpt.new_cache()
+    gpt(data[None, :T], cache=cache)
+    return cache
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(*sys.argv[1:2])

@@ -87,9 +87,15 @@ def adamw_training_bytes(model, bytes_per_value=4):
 
 # ----------------------------------------------------------------------------------------------------
 # The figures in README.md, "Exercises": python part4_scaling/exercises.py
-def main(vocab_size=1024):
-    from bpe import read_text
+def main(vocab_size=1024, plot_path="out/part4/schedules_inverse_sqrt.png"):
+    import os
 
+    from bpe import read_text
+    from train import TrainConfig
+
+    os.makedirs(os.path.dirname(plot_path), exist_ok=True)
+    plot_with_inverse_sqrt(plot_path, TrainConfig(max_steps=1000, warmup_steps=100, lr=1e-3))
+    print(f"4.A wrote {plot_path}")
     train_text = read_text("data/tinyshakespeare.txt")
     texts = {"tinyshakespeare (training text)": train_text,
              "Gutenberg valid (unseen)": read_text("data/gutenberg_fiction_valid.txt.xz", 1_000_000)}
