@@ -46,7 +46,7 @@ def test_gqa_matches_a_loop_over_query_heads():
     assert torch.allclose(attn(x)[0], expected, atol=1e-5)
 
 
-def test_kv_heads_are_the_mean_of_their_group():
+def test_gqa_kv_heads_are_the_mean_of_their_group():
     mha = mha_gpt()
     gqa = ex.gqa_gpt(1, mha=mha)  # multi-query: one key/value head, the mean of all four
     w_mha, w_gqa = mha.blocks[0].attn.c_attn.weight, gqa.blocks[0].attn.c_attn.weight
