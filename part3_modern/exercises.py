@@ -21,9 +21,9 @@ from model import GPT, GPTConfig, CausalSelfAttention, apply_rope, causal_attent
 class GQASelfAttention(CausalSelfAttention):
     """Task: attention with n_head query heads but only n_kv_head key/value heads (n_kv_head divides
     n_head); query head h reads key/value head h // (n_head // n_kv_head). The KV cache (3.4) then stores
-    n_kv_head heads per layer: LLaMA-2 70B and Mistral use this to cut inference memory 8x / 4x.
+    n_kv_head heads per layer: LLaMA-2 70B and Mistral 7B use this to cut its memory 8x / 4x.
     n_kv_head = n_head is ordinary multi-head attention, n_kv_head = 1 is multi-query attention.
-    (Sliding windows are left out to keep the exercise short.)"""
+    (Sliding windows and the SDPA fast path are left out to keep the exercise short.)"""
 
     def __init__(self, config: GPTConfig, n_kv_head: int):
         super().__init__(config)
@@ -48,14 +48,14 @@ class GQASelfAttention(CausalSelfAttention):
         if cache is not None:  # the cache only ever holds the n_kv_head shared heads
             k, v = cache.append(k, v)                                                     # (B, n_kv, L, hs)
         group = self.n_head // self.n_kv_head
-        k, v = (t.repeat_interleave(group, dim=1) for t in (k, v))  # (B, nh, L, hs): a view per query head
+        k, v = (t.repeat_interleave(group, dim=1) for t in (k, v))  # (B, nh, L, hs), after the cache: only n_kv kept
         y = causal_attention(q, k, v, self.dropout if self.training else 0.0, self.training)   # (B, nh, T, hs)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
     @torch.no_grad()
     def load_from(self, mha: CausalSelfAttention):
         """Start from a multi-head layer: keep its queries and output projection, and give each key/value
-        head the mean of its group's heads (the "uptraining" recipe of Ainslie et al., 2023)."""
+        head the mean of its group's heads (Ainslie et al., 2023, who then "uptrain" it: see uptrain)."""
         C, hs, n_kv = self.c_proj.in_features, self.head_size, self.n_kv_head
         group = self.n_head // n_kv
 
