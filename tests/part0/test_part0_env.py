@@ -101,6 +101,8 @@ def fake_repo(tmp_path):
     (tmp_path / "part1_alpha" / "model.py").write_text("x = 1\ny = 2\nz = 3\n")
     (tmp_path / "part2_beta" / "model.py").write_text("x = 1\ny = 20\nz = 3\n")
     (tmp_path / "part2_beta" / "train.py").write_text("print('new')\n")
+    for part in ("part1_alpha", "part2_beta"):  # each part's own exercises: never a chapter change
+        (tmp_path / part / "exercises.py").write_text(f"# {part}\n")
     return tmp_path
 
 
@@ -121,6 +123,7 @@ def test_diff_stat(fake_repo, capsys):
     out = capsys.readouterr().out
     assert re.search(r"model\.py\s+\+1\s+-1", out)
     assert re.search(r"train\.py\s+new in part2_beta", out)
+    assert "exercises.py" not in out
 
 
 def test_diff_html(fake_repo, tmp_path):
