@@ -13,7 +13,7 @@ What it reports, in order:
   6. CPU threads: is the default thread count faster than 1 thread for a small model?
 """
 import argparse
-import importlib.util
+import importlib.metadata
 import json
 import platform
 import re
@@ -30,9 +30,12 @@ try:
 except ImportError:
     torch = None
 
-MIN_PYTHON = (3, 10)
-MIN_TORCH = (2, 3)
-OTHER_MODULES = ["numpy", "matplotlib", "regex", "pytest"]
+MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python
+# The course's requirements: requirements.txt at the repo root when this runs from the repository, else
+# the same list written here (a copied part0_setup/ folder still checks something sensible).
+REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "requirements.txt"
+FALLBACK_REQUIREMENTS = ["torch>=2.3,<3", "numpy>=1.24,<3", "matplotlib>=3.7,<4", "regex>=2023.0",
+                         "pytest>=8.0,<10", "hypothesis>=6.80,<7"]
 # the CPU wheel: a bare `pip install torch` on Linux pulls a multi-GB CUDA build
 TORCH_WHEEL = ("torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu (CPU); "
                "for a GPU pick the CUDA command at https://pytorch.org/get-started/locally")
@@ -41,10 +44,31 @@ TORCH_WHEEL = ("torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu (
 # ---------------------------------------------------------------- 0.2 requirements
 
 
-def version_tuple(version: str) -> tuple:
-    """"2.13.0+cpu" -> (2, 13); "2.4.0a0+git1234" -> (2, 4). Only major.minor matter here."""
-    match = re.match(r"(\d+)\.(\d+)", version)
-    return (int(match[1]), int(match[2])) if match else (0, 0)
+def version_tuple(version: str, parts: int = 2) -> tuple:
+    """"2.13.0+cpu" -> (2, 13); "2.4.0a0+git1234" -> (2, 4); parts=3 keeps three numbers (missing ones are 0)."""
+    numbers = [int(n) for n in re.findall(r"\d+", version.split("+")[0])[:parts]]
+    return tuple(numbers + [0] * (parts - len(numbers)))
+
+
+def parse_requirement(line: str):
+    """"numpy>=1.24,<3  # comment" -> ("numpy", [(">=", "1.24"), ("<", "3")]); None for blanks and comments."""
+    line = line.split("#")[0].strip()
+    if not line:
+        return None
+    name = re.match(r"[A-Za-z0-9_.\-]+", line)[0]
+    return name, re.findall(r"(>=|<=|==|<|>)\s*([\w.]+)", line[len(name):])
+
+
+def read_requirements(path=REQUIREMENTS_FILE) -> list:
+    lines = Path(path).read_text().splitlines() if Path(path).is_file() else FALLBACK_REQUIREMENTS
+    return [req for req in map(parse_requirement, lines) if req]
+
+
+def satisfies(version: str, rules) -> bool:
+    """Does version meet every (op, bound)? Compared on three numbers: "2.13.0+cpu" meets >=2.3 and <3."""
+    have = version_tuple(version, 3)
+    compare = {">=": tuple.__ge__, "<=": tuple.__le__, "==": tuple.__eq__, "<": tuple.__lt__, ">": tuple.__gt__}
+    return all(compare[op](have, version_tuple(bound, 3)) for op, bound in rules)
 
 
 def torch_version():
@@ -52,25 +76,32 @@ def torch_version():
     return None if torch is None else torch.__version__
 
 
-def is_installed(module: str) -> bool:
-    # find_spec looks the module up without importing it (importing matplotlib alone takes ~1 s)
-    return importlib.util.find_spec(module) is not None
+def installed_version(name: str):
+    """The installed version of a distribution, or None. Reads package metadata: nothing is imported
+    (importing matplotlib alone takes ~1 s)."""
+    if name == "torch":
+        return torch_version()
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
-def find_problem(python=None):
-    """The first missing requirement as a one-line fix, or None when everything is there."""
+def find_problem(python=None, requirements=None):
+    """The first missing or out-of-range requirement as a one-line fix, or None when everything is there."""
     python = tuple(python or sys.version_info[:2])
     if python < MIN_PYTHON:
-        return (f"error: Python {python[0]}.{python[1]} is too old (need >= 3.10); "
+        return (f"error: Python {python[0]}.{python[1]} is too old (need >= 3.11); "
                 "install Python 3.11 from python.org or run: conda create -n llm python=3.11")
-    version = torch_version()
-    if version is None:
-        return f"error: torch is not installed; run: pip install {TORCH_WHEEL}"
-    if version_tuple(version) < MIN_TORCH:
-        return f"error: torch {version} is too old (need >= 2.3); run: pip install -U {TORCH_WHEEL}"
-    for module in OTHER_MODULES:
-        if not is_installed(module):
-            return f"error: {module} is not installed; run: pip install -r requirements.txt"
+    for name, rules in requirements or read_requirements():
+        version = installed_version(name)
+        wanted = ",".join(op + bound for op, bound in rules)
+        fix = f"pip install {TORCH_WHEEL}" if name == "torch" else f'pip install "{name}{wanted}"'
+        if version is None:
+            fix = fix if name == "torch" else "pip install -r requirements.txt"
+            return f"error: {name} is not installed; run: {fix}"
+        if not satisfies(version, rules):
+            return f"error: {name} {version} is outside the tested range {wanted}; run: {fix}"
     return None
 
 

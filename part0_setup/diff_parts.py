@@ -69,10 +69,13 @@ def count_changes(diff_lines: list) -> tuple:
     return added, removed
 
 
+OWN_FILES = {"exercises.py"}  # every part has its own exercises: not a copy of the previous part's
+
+
 def stat_lines(a_dir: Path, b_dir: Path) -> list:
-    """One summary line per .py file: '+N -M' for files in both parts, 'new'/'gone' otherwise."""
-    a_files = {p.name for p in a_dir.glob("*.py")}
-    b_files = {p.name for p in b_dir.glob("*.py")}
+    """One summary line per carried-forward .py file: '+N -M' for files in both parts, 'new'/'gone' otherwise."""
+    a_files = {p.name for p in a_dir.glob("*.py")} - OWN_FILES
+    b_files = {p.name for p in b_dir.glob("*.py")} - OWN_FILES
     rows = []
     for name in sorted(a_files | b_files):
         if name not in a_files:

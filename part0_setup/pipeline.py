@@ -1,11 +1,12 @@
 """0.1 Draw the LLM training pipeline, and which course part builds each stage.
 
-    python part0_setup/pipeline.py            # writes part0_setup/pipeline.png
+    python part0_setup/pipeline.py              # writes part0_setup/pipeline.png
+    python part0_setup/pipeline.py --out x.png  # writes x.png instead
 
 Stages run left to right; each one starts from the model the previous stage produced, and each
 learns from a different kind of data (the grey boxes underneath).
 """
-import sys
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -98,4 +99,9 @@ def main(out_path=DEFAULT_OUT) -> Path:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_OUT)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the PNG (default: %(default)s)")
+    args = parser.parse_args()
+    if not Path(args.out).resolve().parent.is_dir():
+        parser.error(f"the folder of --out {args.out} does not exist; create it or pick another path")
+    main(args.out)

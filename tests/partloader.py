@@ -53,3 +53,38 @@ def assert_one_line_error(result, *expected_words):
     assert "error" in last.lower(), last
     for word in expected_words:
         assert word in last, f"{word!r} not in {last!r}"
+
+
+def parts_defining(name: str, modules=None) -> list:
+    """[(part, module), ...] for every part whose module defines `name` at top level, in chapter order:
+    parts_defining("top_p_filter") -> [("part2_tiny_llm", "model"), ("part3_modern", "model"), ...].
+
+    Tests of carried-forward code parametrize over this, so every copy of a function is tested, and a
+    name that moves to another file (model.py -> sampling.py) is still found. The source is read with
+    ast, not imported, so listing is cheap. modules: only look in these module names."""
+    import re
+
+    found = []
+    folders = [p for p in ROOT.glob("part[0-9]*_*") if p.is_dir()]
+    parts = sorted(folders, key=lambda p: int(re.match(r"part(\d+)", p.name).group(1)))  # part10 after part9
+    for part in parts:
+        for path in sorted(part.glob("*.py")):
+            if path.stem == "exercises" or (modules and path.stem not in modules):
+                continue
+            if name in _top_level_names(path, path.stat().st_mtime_ns):
+                found.append((part.name, path.stem))
+    return found
+
+
+_NAMES = {}  # (path, mtime) -> names: each file version is parsed once per test session
+
+
+def _top_level_names(path: Path, mtime_ns: int) -> frozenset:
+    """Names of the functions and classes a file defines at top level."""
+    import ast
+
+    if (path, mtime_ns) not in _NAMES:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        _NAMES[(path, mtime_ns)] = frozenset(n.name for n in tree.body if isinstance(n, defs))
+    return _NAMES[(path, mtime_ns)]

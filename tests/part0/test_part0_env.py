@@ -47,9 +47,38 @@ def test_missing_torch_and_missing_module(monkeypatch):
     monkeypatch.setattr(check_env, "torch_version", lambda: None)
     assert "torch is not installed" in check_env.find_problem()
     monkeypatch.setattr(check_env, "torch_version", lambda: "2.13.0")
-    monkeypatch.setattr(check_env, "is_installed", lambda module: module != "regex")
+    real = check_env.installed_version
+    monkeypatch.setattr(check_env, "installed_version", lambda name: None if name == "regex" else real(name))
     problem = check_env.find_problem()
     assert problem.startswith("error: regex is not installed") and "\n" not in problem
+
+
+def test_every_line_of_requirements_txt_is_checked():
+    names = [line.split("#")[0].strip() for line in (check_env.REQUIREMENTS_FILE).read_text().splitlines()]
+    names = [n for n in names if n]
+    checked = check_env.read_requirements()
+    assert len(checked) == len(names) and {"torch", "numpy", "hypothesis"} <= {name for name, _ in checked}
+    # the list used when part0_setup/ is copied without the repo: the same, minus the lint tool
+    fallback = [check_env.parse_requirement(line) for line in check_env.FALLBACK_REQUIREMENTS]
+    assert fallback == [req for req in checked if req[0] != "ruff"]
+
+
+@pytest.mark.parametrize("version, rules, ok", [
+    ("1.26.4", [(">=", "1.24"), ("<", "3")], True),
+    ("3.0.0", [(">=", "1.24"), ("<", "3")], False),      # the upper bound is exclusive
+    ("1.23.9", [(">=", "1.24"), ("<", "3")], False),
+    ("2026.11.19", [(">=", "2023.0")], True),
+    ("9.2.0", [(">=", "8.0"), ("<", "10")], True),
+])
+def test_version_ranges(version, rules, ok):
+    assert check_env.satisfies(version, rules) == ok
+
+
+def test_a_version_outside_the_range_names_the_fix(monkeypatch):
+    real = check_env.installed_version
+    monkeypatch.setattr(check_env, "installed_version", lambda name: "99.0" if name == "numpy" else real(name))
+    problem = check_env.find_problem()
+    assert problem.startswith("error: numpy 99.0 is outside the tested range") and 'pip install "numpy' in problem
 
 
 def test_old_python_is_refused():
@@ -72,6 +101,8 @@ def fake_repo(tmp_path):
     (tmp_path / "part1_alpha" / "model.py").write_text("x = 1\ny = 2\nz = 3\n")
     (tmp_path / "part2_beta" / "model.py").write_text("x = 1\ny = 20\nz = 3\n")
     (tmp_path / "part2_beta" / "train.py").write_text("print('new')\n")
+    for part in ("part1_alpha", "part2_beta"):  # each part's own exercises: never a chapter change
+        (tmp_path / part / "exercises.py").write_text(f"# {part}\n")
     return tmp_path
 
 
@@ -92,6 +123,7 @@ def test_diff_stat(fake_repo, capsys):
     out = capsys.readouterr().out
     assert re.search(r"model\.py\s+\+1\s+-1", out)
     assert re.search(r"train\.py\s+new in part2_beta", out)
+    assert "exercises.py" not in out
 
 
 def test_diff_html(fake_repo, tmp_path):
