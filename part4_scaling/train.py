@@ -337,9 +337,10 @@ def peak_flops(device):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2.4 The training loop, written out, in named steps: setup -> data -> model -> train -> finish
+# 2.4 The training loop, written out, in named steps: setup_run -> load_splits -> build_training ->
+# train_loop -> finish_run
 def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
-    run = setup(train_cfg)
+    run = setup_run(train_cfg)
     resumed = load_checkpoint(train_cfg.resume, run.device) if train_cfg.resume else None
     if resumed:  # the stored model, not the command line, sets the block size the data is checked against
         model_cfg = resumed[0].config
@@ -350,9 +351,10 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
              f"vocab {tok.vocab_size} | {len(train_data):,} train / {len(val_data):,} val tokens | "
              f"{tokens_per_step(train_cfg, model.config, run):,} tokens per step"
              + (f" | resumed at step {run.start_step}" if resumed else ""))
-    step, wall = train(model, optimizer, scaler, gen, {"train": train_data, "val": val_data}, tok, train_cfg, run, log)
+    splits = {"train": train_data, "val": val_data}
+    step, wall = train_loop(model, optimizer, scaler, gen, splits, tok, train_cfg, run, log)
     log.close()
-    result = finish(model, tok, train_data, val_data, train_cfg, run, log, step, wall)
+    result = finish_run(model, tok, train_data, val_data, train_cfg, run, log, step, wall)
     finish_distributed(run.world_size)
     return result
 
@@ -376,7 +378,7 @@ class Run:
         return self.rank == 0
 
 
-def setup(cfg: TrainConfig):
+def setup_run(cfg: TrainConfig):
     """Device, processes, dtype and seeds."""
     device = pick_device(cfg.device)
     rank, world_size, device = setup_distributed(device)
@@ -416,7 +418,7 @@ def tokens_per_step(train_cfg, model_cfg, run):
     return train_cfg.batch_size * model_cfg.block_size * train_cfg.grad_accum_steps * run.world_size
 
 
-def train(model, optimizer, scaler, gen, splits, tok, cfg: TrainConfig, run: Run, log):
+def train_loop(model, optimizer, scaler, gen, splits, tok, cfg: TrainConfig, run: Run, log):
     """2.4 Each step: set the lr (4.3), accumulate micro-batch gradients (4.2), clip, update; then log (4.5),
     evaluate (2.6) and checkpoint (4.4) at their intervals. Returns (last step, wall time)."""
     fast = torch.compile(model) if cfg.compile else model  # the same weights, run faster; saved via `model`
@@ -492,7 +494,7 @@ class Throughput:
         return self.tokens_per_step * steps / seconds, mfu
 
 
-def finish(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log, step, wall):
+def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log, step, wall):
     """The result dict; on rank 0 also the loss plot, results.json and a sample from the best checkpoint."""
     steps_run = step - run.start_step + 1
     per_step = tokens_per_step(cfg, model.config, run)
