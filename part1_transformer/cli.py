@@ -2,7 +2,7 @@
 
     @dataclass
     class TrainConfig:
-        lr: float = 3e-3  # peak learning rate       ->   --lr LR   peak learning rate (default: 0.003)
+        lr: float = 3e-3  # peak learning rate      ->   --lr FLOAT   peak learning rate (default: 0.003)
 
 The help line of a flag is the comment after its field (or field(metadata={"help": ...})), and --help shows
 the defaults in force, presets included: `train.py --preset gpu --help` prints the gpu preset's values.
