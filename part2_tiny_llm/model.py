@@ -2,7 +2,7 @@
 
 Part 1 of the course builds each piece of a decoder-only Transformer by hand:
   1.1 positional embeddings (learned or sinusoidal)
-  1.3 a single causal attention head
+  1.3 a single causal attention head (the Head module stays in Part 1; from here on: causal_attention)
   1.4 multi-head attention (split into heads, attend, concatenate, project)
   1.5 the feed-forward network (GELU, 4x expansion), residual connections and LayerNorm
   1.6 the Transformer block, stacked into a GPT
@@ -69,19 +69,6 @@ def causal_attention(q, k, v, dropout_p=0.0, training=False):
     weights = softmax(scores, dim=-1)
     weights = F.dropout(weights, dropout_p, training)
     return weights @ v
-
-
-class Head(nn.Module):
-    """1.3 One causal self-attention head: project x to q, k, v of size head_size, then attend."""
-
-    def __init__(self, n_embd, head_size, bias=True):
-        super().__init__()
-        self.query = nn.Linear(n_embd, head_size, bias=bias)
-        self.key = nn.Linear(n_embd, head_size, bias=bias)
-        self.value = nn.Linear(n_embd, head_size, bias=bias)
-
-    def forward(self, x):                                                   # x: (B, T, C)
-        return causal_attention(self.query(x), self.key(x), self.value(x))  # (B, T, hs)
 
 
 def split_heads(x, n_head):
