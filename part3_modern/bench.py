@@ -26,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, apply_rope, attention_mask, split_heads
+from model import GPT, GPTConfig, attention_mask, split_heads
 from tokenizer import ByteTokenizer
 from train import TrainConfig, get_batch, load_checkpoint, load_text, lr_at, make_optimizer, split_data
 from train import main as train_main
@@ -316,7 +316,8 @@ def attention_on_first_token(model, windows, min_query=16):
     for block in model.blocks:
         attn = block.attn
         q, k, _ = attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=2)
-        q, k = (apply_rope(split_heads(t, attn.n_head), attn.rope_cos[:T], attn.rope_sin[:T]) for t in (q, k))
+        rope = attn.rope_cos[:T], attn.rope_sin[:T]
+        q, k = split_heads(q, attn.n_head, rope), split_heads(k, attn.n_head, rope)
         scores = (q @ k.transpose(-2, -1) / q.size(-1) ** 0.5).masked_fill(~attention_mask(T), float("-inf"))
         per_layer.append(round(F.softmax(scores, dim=-1)[:, :, min_query:, 0].mean().item(), 4))
         x = block(x)
