@@ -19,10 +19,13 @@ def pair(**overrides):
 
 
 @pytest.mark.parametrize("overrides", [{}, {"window": 8, "n_sink": 2}, {"use_sdpa": False}])
-def test_same_logits_as_part3(overrides):
+def test_same_logits_and_loss_as_part3(overrides):
+    """Part 4 computes the loss with torch's fused F.cross_entropy (GPU path), Part 3 with the course's."""
     a, b = pair(**overrides)
-    idx = torch.randint(0, 64, (3, 32))
-    assert torch.allclose(a(idx)[0], b(idx)[0], atol=1e-5)
+    idx, targets = torch.randint(0, 64, (2, 3, 32))
+    (logits_a, loss_a), (logits_b, loss_b) = a(idx, targets), b(idx, targets)
+    assert torch.allclose(logits_a, logits_b, atol=1e-5)
+    assert abs(loss_a - loss_b) <= 1e-5
 
 
 def test_cached_decoding_equals_full_recomputation():
