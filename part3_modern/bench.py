@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from model import GPT, GPTConfig, attention_mask, split_heads
+from optim import clip_grad_norm
 from tokenizer import ByteTokenizer
 from train import TrainConfig, get_batch, load_checkpoint, load_text, lr_at, make_optimizer, split_data
 from train import main as train_main
@@ -82,7 +83,7 @@ def step_times(configs, rounds, steps_per_round=10):
                 _, loss = model(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                clip_grad_norm(model.parameters(), train_cfg.grad_clip)
                 optimizer.step()
             if r > 0:  # round 0 warms up
                 times.append((time.perf_counter() - start) / steps_per_round * 1000)
@@ -179,7 +180,7 @@ def gradient_norms(flags, steps):
         _, loss = model(*get_batch(train_data, 64, train_cfg.batch_size, gen))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip).item())
+        norms.append(clip_grad_norm(model.parameters(), train_cfg.grad_clip).item())
         losses.append(loss.item())
         optimizer.step()
     return {"grad_norm": norms, "loss": losses}
