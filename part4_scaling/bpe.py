@@ -20,7 +20,6 @@ import heapq
 import json
 import lzma
 import multiprocessing
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -37,7 +36,6 @@ GPT4_SPLIT_PATTERN = (
 PATTERNS = {"gpt4": GPT4_SPLIT_PATTERN, "gpt2": GPT2_SPLIT_PATTERN}
 ENDOFTEXT = "<|endoftext|>"
 FORMAT = "llm-from-scratch-bpe/1"
-_THIS_MODULE = sys.modules[__name__]
 _NOT_MERGED = 1 << 62  # rank of a pair that has no merge: above every real id
 
 
@@ -341,16 +339,8 @@ class Tokenizer:
 
     def _pool_map(self, texts, allowed_special, workers):
         """Encode texts in a process Pool; each worker rebuilds the tokenizer once from to_dict()."""
-        # subtle: workers find _encode_in_worker by module name; a loader (our tests' partloader) may have
-        # removed this module from sys.modules after importing it, so put it back while the pool runs.
-        was_there = __name__ in sys.modules
-        sys.modules.setdefault(__name__, _THIS_MODULE)
-        try:
-            with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(self.to_dict(),)) as pool:
-                return pool.map(_encode_in_worker, [(t, allowed_special) for t in texts], chunksize=1)
-        finally:
-            if not was_there:
-                sys.modules.pop(__name__, None)
+        with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(self.to_dict(),)) as pool:
+            return pool.map(_encode_in_worker, [(t, allowed_special) for t in texts], chunksize=1)
 
     def encode_array(self, text, allowed_special="none", workers=1, batch_chars=None):
         """Encode a big text -> numpy array, in batches of ~batch_chars, over `workers` processes.
