@@ -11,6 +11,8 @@ window sees ~3-4x more text. What is notable here:
     `train_naive` recounts every pair after every merge (the minbpe way) and learns the SAME merges;
   - special tokens (<|endoftext|>, later chat/tool tokens) are single ids, only when you allow them;
   - encoding caches chunk -> ids and can spread a big file over several processes (`encode_file`);
+  - streaming (`encode_stream`, `read_blocks`): a corpus larger than memory is encoded block by block,
+    cut only where the pre-tokenizer cuts anyway, so the ids are exactly those of the whole text;
   - save/load is a human-readable JSON file: pattern, special tokens, merges in order.
 
 Try:  python part4_scaling/bpe.py --train data/tinyshakespeare.txt --vocab_size 4096 --out tok.json
@@ -369,12 +371,15 @@ class Tokenizer:
 
         Memory holds ~2 * block_chars characters, however long the stream: pieces collect in a buffer,
         the buffer is cut at safe places (split_batches) and all but its last batch are encoded. The last
-        batch may end inside a word or whitespace run the next piece continues, so it waits."""
+        batch may end inside a word or whitespace run the next piece continues, so it waits.
+        The safe places are checked for the "gpt2" and "gpt4" patterns (_SAFE_CUT); a pattern of your own
+        needs the same check (tests/part4: test_stream_equals_whole_text)."""
         yield from self._encode_batches(self._safe_batches(texts, block_chars), allowed_special, workers)
 
     def _safe_batches(self, texts, block_chars):
         """Pieces of a stream -> batches of ~block_chars characters, cut only at safe places."""
-        keep = max((len(s) for s in self.special_tokens), default=0)  # a special token must not straddle the end
+        # the carry keeps at least this many characters, so _next_cut sees any special token around a cut whole
+        keep = max((len(s) for s in self.special_tokens), default=0)
         pending, size, limit = [], 0, 2 * block_chars
         for text in texts:
             pending.append(text)
