@@ -65,7 +65,8 @@ def encode_to_cache(path, tokenizer, tok_id, cache_dir, max_chars=0):
         if tokenizer.vocab_size > 1 << 16:  # subtle: uint16 would silently wrap bigger ids around
             raise SystemExit(f"error: vocab_size {tokenizer.vocab_size} does not fit the uint16 token cache; "
                              "pass --bpe_vocab_size 65536 or less")
-        print(f"tokenizing {path} ({os.path.getsize(path) / 1e6:.1f} MB on disk), cached in {cache} ...")
+        part = f"first {max_chars:,} characters" if max_chars > 0 else f"{os.path.getsize(path) / 1e6:.1f} MB on disk"
+        print(f"tokenizing {path} ({part}), cached in {cache} ...")
         n_tokens = _write_tokens(path, tokenizer, max_chars, cache + ".tmp")
         if n_tokens == 0:
             os.remove(cache + ".tmp")
