@@ -226,7 +226,8 @@ TRICKY = {
 
 @pytest.fixture(scope="module", params=["gpt4", "gpt2"])
 def stream_toks(request):
-    """Trained on the tricky fragments, so ".\\n", "\\r\\n" and "  " are merges: a wrong cut changes the ids.
+    """Trained on the tricky fragments, so "\\r\\n", "\\n\\n", "  " (and for gpt4 ".\\n") are merges: a wrong cut
+    changes the ids.
     Two copies: with special tokens, and without (then nothing keeps a few characters back)."""
     rng = random.Random(0)
     t = bpe.Tokenizer(request.param, special_tokens=[EOT, WS_SPECIAL])
