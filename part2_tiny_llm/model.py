@@ -2,7 +2,7 @@
 
 Part 1 of the course builds each piece of a decoder-only Transformer by hand:
   1.1 positional embeddings (learned or sinusoidal)
-  1.3 a single causal attention head
+  1.3 a single causal attention head (the Head module stays in Part 1; from here on: causal_attention)
   1.4 multi-head attention (split into heads, attend, concatenate, project)
   1.5 the feed-forward network (GELU, 4x expansion), residual connections and LayerNorm
   1.6 the Transformer block, stacked into a GPT
@@ -11,8 +11,8 @@ Names follow nanoGPT (GPTConfig, Block, forward(idx, targets) -> (logits, loss))
 ones most learners have already seen.
 
 Part 2 trains it on real text, so it adds:
-  2.3 cross-entropy over every position of the shifted targets
-  2.5 sampling with temperature, top-k and top-p
+  2.3 cross-entropy over every position of the shifted targets (softmax and cross_entropy: functional.py)
+  2.5 sampling with temperature, top-k and top-p (sampling.py; generate stays here)
 """
 import math
 from dataclasses import dataclass
@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from functional import cross_entropy, softmax  # 2.3 written out in functional.py
+from sampling import sample_next_token, top_k_filter, top_p_filter  # noqa: F401  2.5 in sampling.py
 
 
 @dataclass
@@ -63,22 +66,9 @@ def causal_attention(q, k, v, dropout_p=0.0, training=False):
     scores = q @ k.transpose(-2, -1) / math.sqrt(hs)                        # (..., T, T)
     mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     scores = scores.masked_fill(~mask, float("-inf"))  # future positions get zero weight after softmax
-    weights = F.softmax(scores, dim=-1)
+    weights = softmax(scores, dim=-1)
     weights = F.dropout(weights, dropout_p, training)
     return weights @ v
-
-
-class Head(nn.Module):
-    """1.3 One causal self-attention head: project x to q, k, v of size head_size, then attend."""
-
-    def __init__(self, n_embd, head_size, bias=True):
-        super().__init__()
-        self.query = nn.Linear(n_embd, head_size, bias=bias)
-        self.key = nn.Linear(n_embd, head_size, bias=bias)
-        self.value = nn.Linear(n_embd, head_size, bias=bias)
-
-    def forward(self, x):                                                   # x: (B, T, C)
-        return causal_attention(self.query(x), self.key(x), self.value(x))  # (B, T, hs)
 
 
 def split_heads(x, n_head):
@@ -208,7 +198,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))                                   # (B, T, vocab)
         loss = None
         if targets is not None:  # 2.3 targets[b, t] is the token after idx[b, t]: score every position at once
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            loss = cross_entropy(logits.flatten(0, 1), targets.flatten())  # functional.py
         return logits, loss
 
     @torch.no_grad()
@@ -220,33 +210,3 @@ class GPT(nn.Module):
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
             idx = torch.cat([idx, next_id], dim=1)
         return idx
-
-
-# ----------------------------------------------------------------------------------------------------
-# 2.5 Sampling: temperature reshapes the distribution, top-k and top-p cut off its unlikely tail
-def top_k_filter(logits, k):
-    """Keep the k largest logits of each row, set the rest to -inf."""
-    kept = torch.full_like(logits, float("-inf"))
-    values, indices = logits.topk(min(k, logits.size(-1)), dim=-1)
-    return kept.scatter(-1, indices, values)
-
-
-def top_p_filter(logits, p):
-    """Nucleus sampling: keep the smallest set of most likely tokens whose probabilities sum to >= p."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = F.softmax(sorted_logits, dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above this one
-    sorted_logits = sorted_logits.masked_fill(mass_before >= p, float("-inf"))  # the top token always stays
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-
-
-def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """logits (B, vocab) -> next token ids (B, 1). temperature 0 means greedy (argmax)."""
-    if temperature == 0:
-        return logits.argmax(-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)

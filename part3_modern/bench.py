@@ -26,7 +26,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, apply_rope, attention_mask, split_heads
+from model import GPT, GPTConfig, attention_mask, split_heads
+from optim import clip_grad_norm
 from tokenizer import ByteTokenizer
 from train import TrainConfig, get_batch, load_checkpoint, load_text, lr_at, make_optimizer, split_data
 from train import main as train_main
@@ -82,7 +83,7 @@ def step_times(configs, rounds, steps_per_round=10):
                 _, loss = model(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                clip_grad_norm(model.parameters(), train_cfg.grad_clip)
                 optimizer.step()
             if r > 0:  # round 0 warms up
                 times.append((time.perf_counter() - start) / steps_per_round * 1000)
@@ -179,7 +180,7 @@ def gradient_norms(flags, steps):
         _, loss = model(*get_batch(train_data, 64, train_cfg.batch_size, gen))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip).item())
+        norms.append(clip_grad_norm(model.parameters(), train_cfg.grad_clip).item())
         losses.append(loss.item())
         optimizer.step()
     return {"grad_norm": norms, "loss": losses}
@@ -316,7 +317,8 @@ def attention_on_first_token(model, windows, min_query=16):
     for block in model.blocks:
         attn = block.attn
         q, k, _ = attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=2)
-        q, k = (apply_rope(split_heads(t, attn.n_head), attn.rope_cos[:T], attn.rope_sin[:T]) for t in (q, k))
+        rope = attn.rope_cos[:T], attn.rope_sin[:T]
+        q, k = split_heads(q, attn.n_head, rope), split_heads(k, attn.n_head, rope)
         scores = (q @ k.transpose(-2, -1) / q.size(-1) ** 0.5).masked_fill(~attention_mask(T), float("-inf"))
         per_layer.append(round(F.softmax(scores, dim=-1)[:, :, min_query:, 0].mean().item(), 4))
         x = block(x)

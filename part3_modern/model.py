@@ -2,7 +2,7 @@
 
 Part 1 of the course builds each piece of a decoder-only Transformer by hand:
   1.1 positional embeddings (learned or sinusoidal)
-  1.3 a single causal attention head
+  1.3 a single causal attention head (the Head module stays in Part 1; from here on: causal_attention)
   1.4 multi-head attention (split into heads, attend, concatenate, project)
   1.5 the feed-forward network (GELU, 4x expansion), residual connections and LayerNorm
   1.6 the Transformer block, stacked into a GPT
@@ -11,17 +11,17 @@ Names follow nanoGPT (GPTConfig, Block, forward(idx, targets) -> (logits, loss))
 ones most learners have already seen.
 
 Part 2 trains it on real text, so it adds:
-  2.3 cross-entropy over every position of the shifted targets
-  2.5 sampling with temperature, top-k and top-p
+  2.3 cross-entropy over every position of the shifted targets (softmax and cross_entropy: functional.py)
+  2.5 sampling with temperature, top-k and top-p (sampling.py; generate stays here)
 
 Part 3 modernises it the way LLaMA and Mistral did. Each upgrade has a switch in GPTConfig, so the same
 code trains Part 2's model (norm="layernorm", pos_embedding="learned", mlp="gelu") and every step between:
   3.1 RMSNorm instead of LayerNorm
   3.2 RoPE: rotate queries and keys by their position instead of adding a position vector
   3.3 SwiGLU feed-forward network
-  3.4 KV cache: generate one token per step without recomputing the text before it
+  3.4 KV cache: generate one token per step without recomputing the text before it (kv_cache.py)
   3.5 sliding-window attention and attention sinks
-  3.6 rolling-buffer KV cache: stream text of any length in a fixed amount of memory
+  3.6 rolling-buffer KV cache: stream text of any length in a fixed amount of memory (kv_cache.py)
 """
 import math
 from dataclasses import dataclass
@@ -29,6 +29,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from functional import cross_entropy, softmax  # 2.3 written out in functional.py
+from kv_cache import KVCache  # 3.4/3.6 in kv_cache.py
+from sampling import sample_next_token, top_k_filter, top_p_filter  # noqa: F401  2.5 in sampling.py
 
 
 @dataclass
@@ -98,7 +102,7 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate every pair of x (..., T, hs) by the angles in cos, sin (T, hs):
+    """Rotate every pair of x (..., T, hs) by the angles in cos, sin (T, hs), or any shapes that broadcast:
     (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), the 2-d rotation written for all pairs at once."""
     return x * cos + rotate_half(x) * sin
 
@@ -113,7 +117,7 @@ def causal_attention(q, k, v, dropout_p=0.0, training=False, mask=None):
     if mask is None:  # subtle: with a KV cache (3.4) the Tq new queries come after Tk - Tq cached keys
         mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
     scores = scores.masked_fill(~mask, float("-inf"))  # future positions get zero weight after softmax
-    weights = F.softmax(scores, dim=-1)
+    weights = softmax(scores, dim=-1)
     weights = F.dropout(weights, dropout_p, training)
     return weights @ v
 
@@ -135,77 +139,23 @@ def attention_mask(T, window=0, n_sink=0, device=None):
     return mask
 
 
-class Head(nn.Module):
-    """1.3 One causal self-attention head: project x to q, k, v of size head_size, then attend."""
-
-    def __init__(self, n_embd, head_size, bias=True):
-        super().__init__()
-        self.query = nn.Linear(n_embd, head_size, bias=bias)
-        self.key = nn.Linear(n_embd, head_size, bias=bias)
-        self.value = nn.Linear(n_embd, head_size, bias=bias)
-
-    def forward(self, x):                                                   # x: (B, T, C)
-        return causal_attention(self.query(x), self.key(x), self.value(x))  # (B, T, hs)
-
-
-def split_heads(x, n_head):
-    """(B, T, C) -> (B, nh, T, hs): each head gets its own slice of the channels."""
+def split_heads(x, n_head, rope=None):
+    """(B, T, C) -> (B, nh, T, hs): each head gets its own slice of the channels.
+    3.2 rope = (cos, sin), each (T, hs): also rotate every head's vectors by their positions."""
     B, T, C = x.shape
-    return x.view(B, T, n_head, C // n_head).transpose(1, 2)
+    x = x.view(B, T, n_head, C // n_head)                                  # (B, T, nh, hs)
+    if rope is not None:
+        # rotated before the heads move to dim 1, as in Meta's LLaMA code: each token's channels stay together
+        # in memory, which the GPU kernels read faster (MFU 35.8% -> 38.3% on an H100, part4_scaling/README.md)
+        cos, sin = rope
+        x = apply_rope(x, cos[:, None], sin[:, None])                       # tables (T, 1, hs): same for every head
+    return x.transpose(1, 2)
 
 
 def merge_heads(x):
     """(B, nh, T, hs) -> (B, T, C): the inverse of split_heads (concatenate the heads)."""
     B, nh, T, hs = x.shape
     return x.transpose(1, 2).contiguous().view(B, T, nh * hs)
-
-
-# ----------------------------------------------------------------------------------------------------
-# 3.4/3.6 KV cache
-class KVCache:
-    """One layer's keys and values of the tokens seen so far (3.4), so a new token costs one small step
-    instead of a rerun over the whole text. It is also a rolling buffer (3.6): it keeps the first n_sink
-    tokens (attention sinks) and the last `window`, so memory stays fixed however long the stream.
-
-    Positions are slots in the cache, as in StreamingLLM: sinks sit at 0..n_sink-1 and the newest token at
-    n_sink+window-1 at most, inside the range the model was trained on however far into the stream we are.
-    Keys are stored already rotated by RoPE; when tokens are evicted the kept ones move down a slot, so they
-    are turned back by one position (rotations add up: R(p - 1) = R(-1) R(p))."""
-
-    def __init__(self, window, n_sink=0, rope=None):
-        self.window, self.n_sink = window, n_sink
-        self.rope = rope           # (cos, sin) tables of the layer, or None without RoPE
-        self.k = self.v = None     # (B, nh, slots, hs)
-        self.n_seen = 0            # tokens seen so far = the position in the text of the next token
-
-    def __len__(self):
-        return 0 if self.k is None else self.k.size(2)
-
-    def make_room(self, T):
-        """Before T new tokens: evict what they can no longer see; return the slot of the first new token.
-        The prompt goes into the empty cache at once, then one token per step."""
-        if self.k is None:
-            return 0
-        if T != 1:
-            raise ValueError("after the prompt, feed the KV cache one token at a time")
-        n_drop = len(self) - (self.n_sink + self.window - 1)  # keep n_sink + window - 1, plus the new token
-        if n_drop > 0:  # 3.6 drop the oldest tokens that are not sinks
-            S = self.n_sink
-            kept_k = self.k[:, :, S + n_drop:]
-            if self.rope is not None:  # the kept keys move down n_drop slots: rotate them back as many positions
-                cos, sin = self.rope
-                kept_k = apply_rope(kept_k, cos[n_drop], -sin[n_drop])
-            self.k = torch.cat([self.k[:, :, :S], kept_k], dim=2)
-            self.v = torch.cat([self.v[:, :, :S], self.v[:, :, S + n_drop:]], dim=2)
-        return len(self)
-
-    def append(self, k, v):
-        """Add the new tokens' k, v (B, nh, T, hs); return every key and value they attend to (B, nh, L, hs)."""
-        self.n_seen += k.size(2)
-        if self.k is not None:
-            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-        self.k, self.v = k, v
-        return k, v
 
 
 class CausalSelfAttention(nn.Module):
@@ -227,14 +177,18 @@ class CausalSelfAttention(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
 
+    def rotate_back(self, k, n):
+        """3.6 Turn cached keys (..., hs) back by n positions: R(-n) has cos(-a) = cos(a), sin(-a) = -sin(a)."""
+        return apply_rope(k, self.rope_cos[n], -self.rope_sin[n])
+
     def forward(self, x, cache=None):
         T = x.size(1)
-        q, k, v = self.c_attn(x).split(x.size(-1), dim=2)                   # each (B, T, C)
-        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))          # each (B, nh, T, hs)
         start = 0 if cache is None else cache.make_room(T)  # 3.4 position (cache slot) of the first new token
-        if self.rope:  # 3.2 rotate q and k by their positions start..start+T-1
-            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # 3.2 q and k are rotated by their positions start..start+T-1; v is not
+        rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.rope else None
+        q, k, v = self.c_attn(x).split(x.size(-1), dim=2)                   # each (B, T, C)
+        q, k = split_heads(q, self.n_head, rope), split_heads(k, self.n_head, rope)  # each (B, nh, T, hs)
+        v = split_heads(v, self.n_head)
         if cache is not None:  # 3.4 the new tokens also attend to the cached ones
             k, v = cache.append(k, v)                                       # each (B, nh, L, hs)
         # 3.5 window/sinks need an explicit mask; a single new query may see every key the cache kept (3.6)
@@ -367,8 +321,7 @@ class GPT(nn.Module):
         sinks): a model never attends further back than it was trained to."""
         window = self.config.window or self.config.block_size - self.config.n_sink
         rope = self.config.pos_embedding == "rope"
-        return [KVCache(window, self.config.n_sink, (b.attn.rope_cos, b.attn.rope_sin) if rope else None)
-                for b in self.blocks]
+        return [KVCache(window, self.config.n_sink, b.attn.rotate_back if rope else None) for b in self.blocks]
 
     def forward(self, idx, targets=None, cache=None):
         B, T = idx.shape
@@ -387,7 +340,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))                                   # (B, T, vocab)
         loss = None
         if targets is not None:  # 2.3 targets[b, t] is the token after idx[b, t]: score every position at once
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            loss = cross_entropy(logits.flatten(0, 1), targets.flatten())  # functional.py
         return logits, loss
 
     @torch.no_grad()
@@ -408,33 +361,3 @@ class GPT(nn.Module):
             # 3.4 the cache holds the past: only the new token goes in next; without it, the whole text again
             idx_cond = next_id if cache is not None else idx[:, -self.config.block_size:]
         return idx
-
-
-# ----------------------------------------------------------------------------------------------------
-# 2.5 Sampling: temperature reshapes the distribution, top-k and top-p cut off its unlikely tail
-def top_k_filter(logits, k):
-    """Keep the k largest logits of each row, set the rest to -inf."""
-    kept = torch.full_like(logits, float("-inf"))
-    values, indices = logits.topk(min(k, logits.size(-1)), dim=-1)
-    return kept.scatter(-1, indices, values)
-
-
-def top_p_filter(logits, p):
-    """Nucleus sampling: keep the smallest set of most likely tokens whose probabilities sum to >= p."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = F.softmax(sorted_logits, dim=-1)
-    mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above this one
-    sorted_logits = sorted_logits.masked_fill(mass_before >= p, float("-inf"))  # the top token always stays
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-
-
-def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """logits (B, vocab) -> next token ids (B, 1). temperature 0 means greedy (argmax)."""
-    if temperature == 0:
-        return logits.argmax(-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)

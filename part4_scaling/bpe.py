@@ -11,16 +11,18 @@ window sees ~3-4x more text. What is notable here:
     `train_naive` recounts every pair after every merge (the minbpe way) and learns the SAME merges;
   - special tokens (<|endoftext|>, later chat/tool tokens) are single ids, only when you allow them;
   - encoding caches chunk -> ids and can spread a big file over several processes (`encode_file`);
+  - streaming (`encode_stream`, `read_blocks`): a corpus larger than memory is encoded block by block,
+    cut only where the pre-tokenizer cuts anyway, so the ids are exactly those of the whole text;
   - save/load is a human-readable JSON file: pattern, special tokens, merges in order.
 
 Try:  python part4_scaling/bpe.py --train data/tinyshakespeare.txt --vocab_size 4096 --out tok.json
 """
 import argparse
 import heapq
+import itertools
 import json
 import lzma
 import multiprocessing
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -37,7 +39,7 @@ GPT4_SPLIT_PATTERN = (
 PATTERNS = {"gpt4": GPT4_SPLIT_PATTERN, "gpt2": GPT2_SPLIT_PATTERN}
 ENDOFTEXT = "<|endoftext|>"
 FORMAT = "llm-from-scratch-bpe/1"
-_THIS_MODULE = sys.modules[__name__]
+BLOCK_CHARS = 1 << 16  # streaming: characters per block; ~2 MB of working memory, and as fast as 1M
 _NOT_MERGED = 1 << 62  # rank of a pair that has no merge: above every real id
 
 
@@ -332,36 +334,31 @@ class Tokenizer:
                 raise ValueError(f"unknown token id {i} (vocab_size {self.vocab_size})")
         return b"".join(parts).decode("utf-8", errors="replace")
 
-    # --- big inputs: batches over processes ---------------------------------------------------------
+    # --- big inputs: batches over processes, and streams ------------------------------------------
     def encode_batch(self, texts, allowed_special="none", workers=1):
         """Encode many texts; workers > 1 spreads them over a process Pool. Returns a list of lists."""
         if workers <= 1 or len(texts) <= 1:
             return [self.encode(t, allowed_special) for t in texts]
-        return [a.tolist() for a in self._pool_map(texts, allowed_special, workers)]  # tolist: back to ints
+        return [a.tolist() for a in self._encode_batches(iter(texts), allowed_special, workers)]  # back to ints
 
-    def _pool_map(self, texts, allowed_special, workers):
-        """Encode texts in a process Pool; each worker rebuilds the tokenizer once from to_dict()."""
-        # subtle: workers find _encode_in_worker by module name; a loader (our tests' partloader) may have
-        # removed this module from sys.modules after importing it, so put it back while the pool runs.
-        was_there = __name__ in sys.modules
-        sys.modules.setdefault(__name__, _THIS_MODULE)
-        try:
-            with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(self.to_dict(),)) as pool:
-                return pool.map(_encode_in_worker, [(t, allowed_special) for t in texts], chunksize=1)
-        finally:
-            if not was_there:
-                sys.modules.pop(__name__, None)
+    def _encode_batches(self, batches, allowed_special, workers):
+        """Texts -> their id arrays, in order; over a process Pool if workers > 1, where each worker rebuilds
+        the tokenizer once from to_dict(). The pool takes 2 * workers texts at a time: a stream is never
+        read far ahead of what is encoded."""
+        if workers <= 1:
+            yield from (self._encode_to_array(b, allowed_special) for b in batches)
+            return
+        with multiprocessing.Pool(workers, initializer=_init_worker, initargs=(self.to_dict(),)) as pool:
+            while group := list(itertools.islice(batches, 2 * workers)):
+                yield from pool.map(_encode_in_worker, [(b, allowed_special) for b in group], chunksize=1)
 
     def encode_array(self, text, allowed_special="none", workers=1, batch_chars=None):
         """Encode a big text -> numpy array, in batches of ~batch_chars, over `workers` processes.
         The same ids as encode(text): batches are cut only where a chunk boundary is certain."""
         if batch_chars is None:  # ~8 batches per worker for balance, at most 1M characters each
             batch_chars = max(1 << 14, min(1 << 20, len(text) // (8 * workers) + 1))
-        batches = split_batches(text, batch_chars)
-        if workers <= 1:
-            arrays = [self._encode_to_array(b, allowed_special) for b in batches]
-        else:
-            arrays = self._pool_map(batches, allowed_special, workers)
+        batches = split_batches(text, batch_chars, self.special_tokens)
+        arrays = list(self._encode_batches(iter(batches), allowed_special, workers))
         return np.concatenate(arrays) if arrays else self._encode_to_array("", allowed_special)
 
     def _encode_to_array(self, text, allowed_special):
@@ -369,9 +366,44 @@ class Tokenizer:
         dtype = np.uint16 if self.vocab_size <= 1 << 16 else np.uint32
         return np.asarray(self.encode(text, allowed_special), dtype=dtype)
 
-    def encode_file(self, path, allowed_special="none", workers=1, max_chars=None, batch_chars=None):
-        """Encode a .txt or .txt.xz file (its first max_chars characters if given) -> numpy array."""
-        return self.encode_array(read_text(path, max_chars), allowed_special, workers, batch_chars)
+    def encode_stream(self, texts, allowed_special="none", workers=1, block_chars=BLOCK_CHARS):
+        """4.1 Streaming: encode a text that arrives in pieces (a file's lines or blocks, see read_blocks)
+        -> yields numpy arrays of ids; together they are exactly encode("".join(texts)).
+
+        Memory holds ~2 * block_chars characters, however long the stream: pieces collect in a buffer,
+        the buffer is cut at safe places (split_batches) and all but its last batch are encoded. The last
+        batch may end inside a word or whitespace run the next piece continues, so it waits.
+        The safe places are checked for the "gpt2" and "gpt4" patterns (_SAFE_CUT); a pattern of your own
+        needs the same check (tests/part4: test_stream_equals_whole_text)."""
+        yield from self._encode_batches(self._safe_batches(texts, block_chars), allowed_special, workers)
+
+    def _safe_batches(self, texts, block_chars):
+        """Pieces of a stream -> batches of ~block_chars characters, cut only at safe places."""
+        # the carry keeps at least this many characters, so _next_cut sees any special token around a cut whole
+        keep = max((len(s) for s in self.special_tokens), default=0)
+        pending, size, limit = [], 0, 2 * block_chars
+        for text in texts:
+            pending.append(text)
+            size += len(text)
+            if size < limit:
+                continue
+            batches = split_batches("".join(pending), block_chars, self.special_tokens)
+            carry = batches.pop()
+            while batches and len(carry) < keep:
+                carry = batches.pop() + carry
+            yield from batches
+            pending, size = [carry], len(carry)
+            limit = max(2 * block_chars, 2 * size)  # subtle: no safe cut yet? wait for twice as much, not O(n^2)
+        tail = "".join(pending)
+        if tail:
+            yield tail
+
+    def encode_file(self, path, allowed_special="none", workers=1, max_chars=None, batch_chars=BLOCK_CHARS):
+        """Encode a .txt or .txt.xz file (its first max_chars characters if given) -> numpy array.
+        Streams: only the ids are held in memory, never the whole text."""
+        arrays = list(self.encode_stream(read_blocks(path, max_chars, batch_chars), allowed_special, workers,
+                                         batch_chars))
+        return np.concatenate(arrays) if arrays else self._encode_to_array("", allowed_special)
 
     # --- save / load --------------------------------------------------------------------------------
     def to_dict(self):
@@ -408,28 +440,60 @@ class Tokenizer:
 
 # ----------------------------------------------------------------------------------------------------
 # 4.1 Helpers for big files
+def _open_text(path):
+    """A .txt or .txt.xz (lzma) file, opened as UTF-8 text.
+    subtle: text mode turns "\r\n" into "\n", the same for read_text and read_blocks."""
+    opener = lzma.open if str(path).endswith(".xz") else open
+    return opener(path, "rt", encoding="utf-8")
+
+
 def read_text(path, max_chars=None):
     """Read .txt or .txt.xz (lzma) as UTF-8; only the first max_chars characters if given."""
-    opener = lzma.open if str(path).endswith(".xz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with _open_text(path) as f:
         return f.read(-1 if max_chars is None else max_chars)
 
 
-# A line break with non-space on both sides: a chunk boundary for both the GPT-2 and GPT-4 patterns.
-_SAFE_CUT = regex.compile(r"(?<=\S\n)(?=\S)")
+def read_blocks(path, max_chars=None, block_chars=BLOCK_CHARS):
+    """Yield a .txt or .txt.xz file as blocks of block_chars characters (the first max_chars if given):
+    "".join(read_blocks(path, n)) == read_text(path, n). A block may end anywhere, even mid-word; the
+    decoder keeps a UTF-8 character that straddles two reads whole."""
+    done = 0
+    with _open_text(path) as f:
+        while max_chars is None or done < max_chars:
+            block = f.read(block_chars if max_chars is None else min(block_chars, max_chars - done))
+            if not block:
+                return
+            done += len(block)
+            yield block
 
 
-def split_batches(text, batch_chars=1 << 20):
-    """Cut text into pieces of about batch_chars, only after a "\\n" that has non-space on both sides.
-    subtle: a cut inside a whitespace run would change the tokens, e.g. GPT-2 splits "\\n\\nX" into
-    "\\n", "\\n", "X" but a piece ending in "\\n\\n" keeps it whole. "".join(pieces) == text always."""
+# Where a text can be cut and encoded in two pieces with exactly the ids of the whole (GPT-2 and GPT-4
+# patterns): after a "\n" with non-space on both sides ("end.\n|Next"), or before a space that follows a
+# non-space ("word| word"). No chunk of either pattern runs across these places, and no chunk ending before
+# one looks past it. Cutting before any other whitespace is not safe: GPT-4 keeps ".\n" as one chunk, and
+# GPT-2 splits "\n\nX" into "\n", "\n", "X" but a piece ending in "\n\n" keeps it whole.
+_SAFE_CUT = regex.compile(r"(?<=\S\n)(?=\S)|(?<=\S)(?= )")
+
+
+def split_batches(text, batch_chars=1 << 20, specials=()):
+    """Cut text into pieces of about batch_chars, only at a _SAFE_CUT that is not inside one of the
+    special tokens. "".join(pieces) == text always."""
     pieces, start = [], 0
     while start < len(text):
-        m = _SAFE_CUT.search(text, start + batch_chars) if start + batch_chars < len(text) else None
-        end = m.start() if m else len(text)
+        end = _next_cut(text, start + batch_chars, specials) if start + batch_chars < len(text) else len(text)
         pieces.append(text[start:end])
         start = end
     return pieces
+
+
+def _next_cut(text, pos, specials):
+    """The first safe cut at or after pos, or len(text)."""
+    for m in _SAFE_CUT.finditer(text, pos):
+        cut = m.start()
+        # subtle: only a special token with whitespace in it (none of ours) can contain a safe cut
+        if not any(s in text[max(0, cut - len(s) + 1):cut + len(s) - 1] for s in specials):
+            return cut
+    return len(text)
 
 
 _WORKER_TOKENIZER = None

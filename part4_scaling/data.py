@@ -2,8 +2,10 @@
 
 A 100 MB corpus takes a while to tokenize, so each file is encoded once and the token ids are written to
 data/cache/ (ignored by git); later runs map that file into memory in a blink (np.memmap reads lazily).
+Encoding streams the file (bpe.Tokenizer.encode_stream), so the text never has to fit in memory.
 """
 import hashlib
+import lzma
 import os
 
 import numpy as np
@@ -13,13 +15,17 @@ from bpe import Tokenizer
 from tokenizer import ByteTokenizer
 
 
+NOT_FOUND = "error: data file {} not found; run from the repo root or pass --data PATH"
+EMPTY = "error: data file {} is empty; pass --data with a text file"
+
+
 def read_text(path, max_chars=0):
     """Read a .txt or .txt.xz file; max_chars > 0 keeps only the start. Exits with a one-line message."""
     if not os.path.isfile(path):
-        raise SystemExit(f"error: data file {path} not found; run from the repo root or pass --data PATH")
+        raise SystemExit(NOT_FOUND.format(path))
     text = bpe.read_text(path, max_chars if max_chars > 0 else None)
     if not text:
-        raise SystemExit(f"error: data file {path} is empty; pass --data with a text file")
+        raise SystemExit(EMPTY.format(path))
     return text
 
 
@@ -49,21 +55,45 @@ def _file_id(path):
 
 
 def encode_to_cache(path, tokenizer, tok_id, cache_dir, max_chars=0):
-    """Token ids of one file as a read-only np.memmap, encoding and caching it on first use."""
+    """Token ids of one file as a read-only np.memmap, encoding and caching it on first use.
+    4.1 The file is streamed: its ids are written block by block, so a corpus larger than memory works."""
     os.makedirs(cache_dir, exist_ok=True)
     cache = os.path.join(cache_dir, f"{os.path.basename(path)}-{max_chars}-{tok_id}.u16")
     if not os.path.isfile(cache):
-        text = read_text(path, max_chars)
-        print(f"tokenizing {path} ({len(text) / 1e6:.1f} M characters), cached in {cache} ...")
-        if isinstance(tokenizer, ByteTokenizer):
-            ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
-        else:  # books end with <|endoftext|>, which becomes the single special token
-            ids = tokenizer.encode_array(text, allowed_special="all", workers=os.cpu_count() or 1)
-        ids = np.asarray(ids, dtype=np.uint16)  # subtle: uint16 holds ids < 65536, enough for our vocabularies
-        with open(cache + ".tmp", "wb") as f:
-            ids.tofile(f)
+        if not os.path.isfile(path):
+            raise SystemExit(NOT_FOUND.format(path))
+        if tokenizer.vocab_size > 1 << 16:  # subtle: uint16 would silently wrap bigger ids around
+            raise SystemExit(f"error: vocab_size {tokenizer.vocab_size} does not fit the uint16 token cache; "
+                             "pass --bpe_vocab_size 65536 or less")
+        part = f"first {max_chars:,} characters" if max_chars > 0 else f"{os.path.getsize(path) / 1e6:.1f} MB on disk"
+        print(f"tokenizing {path} ({part}), cached in {cache} ...")
+        n_tokens = _write_tokens(path, tokenizer, max_chars, cache + ".tmp")
+        if n_tokens == 0:
+            os.remove(cache + ".tmp")
+            raise SystemExit(EMPTY.format(path))
         os.replace(cache + ".tmp", cache)
+        print(f"  {n_tokens:,} tokens")
     return np.memmap(cache, dtype=np.uint16, mode="r")
+
+
+def _write_tokens(path, tokenizer, max_chars, out):
+    """Stream the file's first max_chars characters (all if 0) through the tokenizer into `out` (uint16)."""
+    blocks = bpe.read_blocks(path, max_chars if max_chars > 0 else None)
+    if isinstance(tokenizer, ByteTokenizer):  # one byte, one token: a block may end anywhere
+        arrays = (np.frombuffer(block.encode("utf-8"), dtype=np.uint8) for block in blocks)
+    else:  # books end with <|endoftext|>, which becomes the single special token
+        arrays = tokenizer.encode_stream(blocks, allowed_special="all", workers=os.cpu_count() or 1)
+    n_tokens = 0
+    try:
+        with open(out, "wb") as f:
+            for ids in arrays:
+                ids.astype(np.uint16).tofile(f)
+                n_tokens += len(ids)
+    except (UnicodeDecodeError, lzma.LZMAError, EOFError) as e:
+        os.remove(out)
+        raise SystemExit(f"error: cannot read {path} as UTF-8 text ({type(e).__name__}); pass a .txt or .txt.xz "
+                         "file") from None
+    return n_tokens
 
 
 def load_tokens(paths, tokenizer, tok_id, cache_dir, max_chars=0):

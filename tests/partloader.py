@@ -2,11 +2,16 @@
 
 Every part has its own model.py, train.py, ... and they import each other by bare name
 (`from model import GPT`), exactly as when a learner runs `python partN_x/train.py`. To load several
-parts in one pytest process we put the part's folder first on sys.path, import, then forget every
-module name that folder defines, so the next part gets its own copies.
+parts in one pytest process, load_part resolves those bare names to the part's folder while it imports,
+names each module "<part>.<name>" in sys.modules, then forgets the bare names, so the next part gets
+its own copies.
 """
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,16 +29,49 @@ def _forget(names):
         sys.modules.pop(name, None)
 
 
+class _PartModuleLoader(importlib.machinery.SourceFileLoader):
+    """Runs a part's file as module "<part>.<name>" (e.g. "part4_scaling.bpe"), a name no other part uses.
+
+    Why: pickle (a multiprocessing Pool sending a function to its workers) finds a function again by
+    sys.modules[f.__module__]; the bare name "bpe" is forgotten after loading, or belongs to another part."""
+
+    def exec_module(self, module):
+        code = self.get_code(self.name)
+        part = Path(self.path).parent.name
+        sys.modules.setdefault(part, types.ModuleType(part))  # pickle imports "part4_scaling" before ".bpe"
+        module.__name__ = f"{part}.{self.name}"
+        sys.modules[module.__name__] = module
+        exec(code, module.__dict__)
+
+
+class _PartFinder(importlib.abc.MetaPathFinder):
+    """While load_part runs, a bare `import model` means this part's model.py."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def find_spec(self, name, path=None, target=None):
+        file = self.path / f"{name}.py"
+        if "." in name or not file.is_file():
+            return None
+        return importlib.util.spec_from_file_location(name, file, loader=_PartModuleLoader(name, str(file)))
+
+
 def load_part(part: str, *modules: str):
-    """load_part("part2_tiny_llm", "model", "train") -> (model_module, train_module)."""
+    """load_part("part2_tiny_llm", "model", "train") -> (model_module, train_module).
+    A part's modules are loaded once per process and shared, as in a real program."""
     path = part_dir(part)
     local_names = [p.stem for p in path.glob("*.py")]
     _forget(local_names)  # a same-named module from another part must not be reused
-    sys.path.insert(0, str(path))
+    for name in local_names:  # this part's own, loaded before, must be: one copy of each per process
+        if f"{path.name}.{name}" in sys.modules:
+            sys.modules[name] = sys.modules[f"{path.name}.{name}"]
+    finder = _PartFinder(path)
+    sys.meta_path.insert(0, finder)
     try:
         loaded = tuple(importlib.import_module(m) for m in modules)
     finally:
-        sys.path.remove(str(path))
+        sys.meta_path.remove(finder)
         _forget(local_names)
     return loaded[0] if len(loaded) == 1 else loaded
 

@@ -97,6 +97,16 @@ def test_rope_score_does_change_with_the_offset():
     assert scores[0] == pytest.approx(16.0) and len({round(s, 4) for s in scores}) == 4
 
 
+def test_split_heads_rotates_each_head_as_rotating_after_the_split():
+    """split_heads applies RoPE before moving the heads to dim 1 (a faster memory layout); the result must be
+    the same as splitting first and rotating each head's (T, hs) block with the plain tables."""
+    cos, sin = model.rope_tables(10, 8)
+    x = torch.randn(2, 10, 32)  # C = 4 heads x 8
+    plain = model.split_heads(x, 4)                                          # (B, nh, T, hs)
+    assert torch.equal(plain[:, 1], x[:, :, 8:16])  # head 1 gets channels 8..15
+    assert torch.allclose(model.split_heads(x, 4, (cos, sin)), model.apply_rope(plain, cos, sin), atol=1e-6)
+
+
 def test_rope_model_has_no_position_parameters_or_buffers_in_checkpoints():
     gpt = small_model()
     assert not hasattr(gpt, "wpe") and all("rope" not in key for key in gpt.state_dict())

@@ -1,8 +1,11 @@
 """4.1 Byte-level BPE: primitives, naive == incremental training, round trips, special tokens, save/load,
-multiprocess encoding."""
+multiprocess encoding, streaming encoding (same ids as the whole text, bounded memory, the data cache)."""
+import lzma
 import random
+import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -204,3 +207,153 @@ def test_cli(tmp_path, capsys):
 
 def test_module_is_self_contained():
     assert Path(bpe.__file__).parent.name == "part4_scaling"
+
+
+# --- 4.1 streaming: a corpus larger than memory, the same ids as the whole text ---------------------
+WS_SPECIAL = "<|a b|>"  # a special token with a space in it: the one kind a safe cut could fall inside
+FRAGMENTS = ["a", "b", "Z", "é", "日", "🤗", "e\u0301", "1", "234", ".", "!?", ".\n", "'s", "'ll", "don't", " ", "  ",
+             "\t", "\n", "\n\n", "\r", "\r\n", " \n", EOT, "<|", "|>", WS_SPECIAL]
+TRICKY = {
+    "in a word": "hello world, wonderful words of wonder",
+    "in whitespace runs": "a  b\n\n\nc \n d\t\te   \n  \n\nf    ",
+    "in a special token": f"one{EOT}two\n{EOT}\nthree {EOT} four{WS_SPECIAL}five {WS_SPECIAL} x",
+    "in a multi-byte character": "héllo 日本語 🤗👩‍👩‍👧 cafe\u0301 naïve\n日本\n🤗",
+    "CRLF": "line one\r\nline two.\r\n\r\nX\r\n \r\nend\r\n",
+    "punctuation before a line break": "Stop.\nGo!\n\nWhy?\r\n ok.\n \nyes. \n",
+    "no safe cut at all": "日本語" * 200,
+}
+
+
+@pytest.fixture(scope="module", params=["gpt4", "gpt2"])
+def stream_toks(request):
+    """Trained on the tricky fragments, so "\\r\\n", "\\n\\n", "  " (and for gpt4 ".\\n") are merges: a wrong cut
+    changes the ids.
+    Two copies: with special tokens, and without (then nothing keeps a few characters back)."""
+    rng = random.Random(0)
+    t = bpe.Tokenizer(request.param, special_tokens=[EOT, WS_SPECIAL])
+    t.train("".join(rng.choice(FRAGMENTS) for _ in range(3000)), 400)
+    plain = bpe.Tokenizer.from_dict({**t.to_dict(), "special_tokens": {}})
+    return {"specials": t, "plain": plain}
+
+
+def streamed(tok, pieces, allowed_special, block_chars):
+    return [i for ids in tok.encode_stream(pieces, allowed_special, block_chars=block_chars) for i in ids.tolist()]
+
+
+@pytest.mark.parametrize("case", sorted(TRICKY))
+def test_stream_equals_whole_text(stream_toks, case):
+    text = TRICKY[case] * 3
+    for tok, allowed in [(stream_toks["specials"], "none"), (stream_toks["specials"], "all"),
+                         (stream_toks["plain"], "none")]:
+        whole = tok.encode(text, allowed)
+        for pieces in [list(text), text.splitlines(keepends=True), [text[:7], text[7:]]]:
+            for block_chars in [1, 3, 64]:  # block_chars=1: a cut at every safe place
+                assert streamed(tok, pieces, allowed, block_chars) == whole, (pieces, block_chars)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=40), st.lists(st.integers(0, 200), max_size=6),
+       st.integers(1, 8), st.sampled_from(["none", "all"]), st.sampled_from(["specials", "plain"]))
+def test_stream_equals_whole_text_property(stream_toks, fragments, cuts, block_chars, allowed, kind):
+    tok, text = stream_toks[kind], "".join(fragments)
+    cuts = sorted(min(c, len(text)) for c in cuts)
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    assert streamed(tok, pieces, allowed, block_chars) == tok.encode(text, allowed)
+
+
+def test_split_batches_never_cuts_inside_a_special_token():
+    text = f"x{WS_SPECIAL}y {WS_SPECIAL} z" * 20
+    pieces = bpe.split_batches(text, 1, [EOT, WS_SPECIAL])
+    assert "".join(pieces) == text and len(pieces) > 20
+    assert all(p.count("<|") == p.count("|>") for p in pieces)
+    assert any(p.count("<|") != p.count("|>") for p in bpe.split_batches(text, 1))  # unguarded: it would
+
+
+def _write(path, text):
+    """A .txt, or a .txt.xz (lzma) file; newline="" keeps "\\r\\n" as written."""
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "wt", encoding="utf-8", newline="") as f:
+        f.write(text)
+
+
+# ~20 KB: the 10-byte unit makes the reader's 8 KB byte chunks end inside a multi-byte character
+MULTIBYTE = "a" + "é日🤗 " * 1000 + f"\r\nline\r\n{EOT}\n" + "tail  end\n" * 300
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".txt.xz"])
+def test_read_blocks_equals_read_text(tmp_path, suffix):
+    path = tmp_path / f"corpus{suffix}"
+    _write(path, MULTIBYTE)
+    for max_chars in [None, 0, 10, 9999]:
+        expected = bpe.read_text(path, max_chars)
+        assert "\r" not in expected  # text mode reads "\r\n" as "\n", in both
+        for block_chars in [1, 7, 5000]:
+            if block_chars > 1 or max_chars is not None:  # one character at a time: keep it short
+                assert "".join(bpe.read_blocks(path, max_chars, block_chars)) == expected
+
+
+def test_encode_file_streams_with_max_chars(tmp_path, tok):
+    path = tmp_path / "corpus.txt.xz"
+    _write(path, MULTIBYTE)
+    for max_chars in [None, 12345]:
+        text = bpe.read_text(path, max_chars)
+        got = tok.encode_file(path, "all", max_chars=max_chars, batch_chars=1000)
+        assert got.tolist() == tok.encode(text, "all")
+    assert tok.encode_file(path, max_chars=0).tolist() == []
+
+
+def test_streaming_memory_stays_bounded(tmp_path):
+    """Encode a 1 MB file while tracemalloc watches: peak Python memory stays under 200 KB. (The whole text
+    at once would need far more: 1 MB of text plus a list of ~300k chunk strings.)"""
+    rng = random.Random(0)
+    words = "the of and to a in that is was he for it with as his on be at by I héllo 日本 naïve don't".split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randrange(3, 15))) + rng.choice([".", ",", "", "  "])
+             for _ in range(500)]
+    unit = "\n".join(lines) + "\n"  # ends "\S\n" and starts with a word: repeats join at a safe cut
+    t = bpe.Tokenizer()
+    t.train(unit, 300)
+    unit_ids = t.encode(unit)  # also warms the chunk cache, so the cache is not what we measure
+    repeats = 1_000_000 // len(unit) + 1
+    path = tmp_path / "big.txt"
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(repeats):
+            f.write(unit)
+    tracemalloc.start()
+    try:
+        n_tokens, id_sum = 0, 0
+        for ids in t.encode_stream(bpe.read_blocks(path, block_chars=1024), block_chars=1024):
+            n_tokens += len(ids)
+            id_sum += int(ids.sum(dtype=np.int64))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert path.stat().st_size > 5 * 200_000
+    assert peak < 200_000, f"peak {peak / 1e3:.0f} KB"
+    assert (n_tokens, id_sum) == (repeats * len(unit_ids), repeats * sum(unit_ids))
+
+
+def test_data_cache_streams_an_xz_file(tmp_path, tok):
+    """data.py end to end: .txt.xz -> uint16 memmap in the cache folder, the ids of the whole text."""
+    data = load_part("part4_scaling", "data")
+    tokenizer = load_part("part4_scaling", "tokenizer")
+    path, cache = tmp_path / "books.txt.xz", tmp_path / "cache"
+    _write(path, MULTIBYTE)
+    text = bpe.read_text(path)
+    for max_chars in [0, 5000]:
+        ids = data.encode_to_cache(str(path), tok, "tok", str(cache), max_chars)
+        assert isinstance(ids, np.memmap) and ids.dtype == np.uint16
+        assert ids.tolist() == tok.encode(text[:max_chars or None], allowed_special="all")
+    path.unlink()  # the second time comes from the cache
+    assert data.encode_to_cache(str(path), tok, "tok", str(cache), 5000).tolist() == ids.tolist()
+    _write(path, MULTIBYTE)
+    as_bytes = data.encode_to_cache(str(path), tokenizer.ByteTokenizer(), "bytes", str(cache))
+    assert bytes(as_bytes.astype(np.uint8)) == text.encode("utf-8")
+    for bad, message in [("", "is empty"), (b"\xff\xfe", "UTF-8")]:
+        bad_path = tmp_path / "bad.txt"
+        bad_path.write_bytes(bad.encode() if isinstance(bad, str) else bad)
+        with pytest.raises(SystemExit, match=message):
+            data.encode_to_cache(str(bad_path), tok, "tok", str(cache))
+    big = bpe.Tokenizer()
+    big.register_special_tokens({"<|far|>": 70_000})
+    with pytest.raises(SystemExit, match="bpe_vocab_size"):
+        data.encode_to_cache(str(path), big, "big", str(cache))
