@@ -20,12 +20,12 @@ import torch.nn.functional as F
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 65
+    vocab_size: int = 65      # set by train.py from the toy text's characters
     block_size: int = 64       # the longest context the model can see
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
+    n_layer: int = 4           # Transformer blocks stacked
+    n_head: int = 4            # attention heads (n_embd must divide by it)
+    n_embd: int = 128          # width of the residual stream
+    dropout: float = 0.0       # dropout probability while training (0 = off)
     bias: bool = True          # biases in Linear layers and LayerNorm
     pos_embedding: str = "learned"  # 1.1: "learned" or "sinusoidal"
     use_sdpa: bool = True      # fast path: F.scaled_dot_product_attention (same math, fused kernel)

@@ -17,6 +17,7 @@ import torch
 import cli
 from checkpoint import load_checkpoint, save_checkpoint
 from model import GPT, GPTConfig
+from optim import AdamW, clip_grad_norm
 from runtime import pick_device
 from tokenizer import ByteTokenizer
 
@@ -144,8 +145,8 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
     # --- model and optimizer
     model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
     model = GPT(model_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=(0.9, train_cfg.beta2),
-                                  weight_decay=train_cfg.weight_decay)
+    optimizer = AdamW(model.parameters(), lr=train_cfg.lr, betas=(0.9, train_cfg.beta2),
+                      weight_decay=train_cfg.weight_decay)
     tokens_per_step = train_cfg.batch_size * model_cfg.block_size
     print(f"device {device} | {model.num_params():,} parameters | {len(train_data):,} train / "
           f"{len(val_data):,} val bytes | {tokens_per_step} tokens per step")
@@ -159,7 +160,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
         _, loss = model(x.to(device), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)  # tames rare loss spikes
+        clip_grad_norm(model.parameters(), train_cfg.grad_clip)  # tames rare loss spikes
         optimizer.step()
 
         elapsed = time.time() - t_start

@@ -19,6 +19,7 @@ import torch
 import cli
 from checkpoint import load_checkpoint, save_checkpoint
 from model import GPT, GPTConfig
+from optim import AdamW, clip_grad_norm
 from runtime import pick_device
 from tokenizer import ByteTokenizer
 
@@ -150,7 +151,7 @@ def make_optimizer(model, cfg: TrainConfig):
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2))
+    return AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
         _, loss = model(x.to(device), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)  # tames rare loss spikes
+        clip_grad_norm(model.parameters(), train_cfg.grad_clip)  # tames rare loss spikes
         optimizer.step()
 
         elapsed = time.time() - t_start

@@ -39,10 +39,10 @@ from sampling import sample_next_token, top_k_filter, top_p_filter  # noqa: F401
 class GPTConfig:
     vocab_size: int = 256     # 2.1 byte-level: one token per possible byte value
     block_size: int = 64       # the longest context the model can see
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
+    n_layer: int = 4           # Transformer blocks stacked
+    n_head: int = 4            # attention heads (n_embd must divide by it)
+    n_embd: int = 128          # width of the residual stream
+    dropout: float = 0.0       # dropout probability while training (0 = off)
     bias: bool = True          # biases in Linear layers and LayerNorm
     pos_embedding: str = "rope"  # 1.1: "learned" or "sinusoidal"; 3.2: "rope"
     norm: str = "rmsnorm"      # 3.1: "rmsnorm" or Part 2's "layernorm"

@@ -177,9 +177,9 @@ def test_help_shows_the_presets_values(capsys):
     assert "(default: 0.002)" in flag_help(cpu, "lr") and "(default: 128)" in flag_help(cpu, "n_embd")
 
 
-def test_every_training_flag_has_a_help_line(capsys):
+def test_every_flag_has_a_help_line(capsys):
     text = help_text(capsys)
-    for f in dataclasses.fields(train.TrainConfig):
+    for f in dataclasses.fields(train.TrainConfig) + dataclasses.fields(train.GPTConfig):
         entry = flag_help(text, f.name)
         assert len(entry.split("(default:")[0].split(maxsplit=1)[-1]) > 5, f"--{f.name} has no help line: {entry}"
     assert "the longest context the model can see" in flag_help(text, "block_size")  # model.py's comment
