@@ -158,7 +158,7 @@ def test_window_hides_tokens_outside_it_except_sinks(use_sdpa):
     assert not torch.allclose(gpt(idx)[0][0, -1], gpt(changed)[0][0, -1], atol=1e-6)
 
 
-@pytest.mark.parametrize("flags", [{"window": 5, "n_sink": 2}, PART2_FLAGS]  # the default model: test_carried_forward.py)
+@pytest.mark.parametrize("flags", [{"window": 5, "n_sink": 2}, PART2_FLAGS])  # the default: test_carried_forward.py
 def test_causality_future_tokens_do_not_change_the_past(flags):
     gpt = small_model(**flags)
     idx = torch.randint(0, 50, (2, 20))
