@@ -39,5 +39,5 @@ def mean_over_processes(value, world_size, device):
 
 
 def finish_distributed(world_size):
-    if world_size > 1:
+    if dist.is_initialized():  # also under torchrun with one process, which setup_distributed initialised
         dist.destroy_process_group()

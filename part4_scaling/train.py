@@ -236,10 +236,11 @@ def training_state(optimizer, scaler, generator, run, train_cfg):
 def restore_training_state(ckpt, optimizer, scaler, generator):
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    generator.set_state(ckpt["rng"]["batches"])  # the data position: the next batch is the one we would have drawn
-    if "cuda" in ckpt["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    rng = {name: state.cpu() for name, state in ckpt["rng"].items()}  # subtle: a GPU run loads the file onto
+    torch.set_rng_state(rng["torch"])                                   # the GPU, but RNG states live on the CPU
+    generator.set_state(rng["batches"])  # the data position: the next batch is the one we would have drawn
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
 
 
 def plot_losses(history, path):
