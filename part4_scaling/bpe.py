@@ -548,8 +548,8 @@ def main(argv=None):
     tok = Tokenizer(args.pattern, special_tokens=args.special)
     try:
         tok._num_merges(args.vocab_size)
-    except ValueError as e:
-        parser.error(str(e))
+    except ValueError as e:  # "vocab_size must be ...": name the flag
+        parser.error(f"--{e}")
     text = read_training_text(parser, args.train, args.max_chars)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # out/ does not exist on a fresh clone
     t0 = time.perf_counter()
