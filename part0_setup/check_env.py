@@ -2,7 +2,7 @@
 
     python part0_setup/check_env.py                   # full report (about 15 s on a 2-core CPU)
     python part0_setup/check_env.py --quick           # shorter timings, fewer profiled steps
-    python part0_setup/check_env.py --json env.json   # also save the numbers for later benchmarks
+    python part0_setup/check_env.py --json out/env.json  # also save the numbers for later benchmarks
 
 What it reports, in order:
   1. versions: Python and torch (exits with a one-line fix if something required is missing)
@@ -340,6 +340,7 @@ def print_threads(timings: dict) -> None:
 
 
 def write_json(path, report: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # --json out/env.json works on a fresh clone
     Path(path).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {path}")
 

@@ -3,7 +3,7 @@
     python part0_setup/diff_parts.py part1_transformer part2_tiny_llm model.py   # unified diff of one file
     python part0_setup/diff_parts.py 1 2 model.py                               # same, short names
     python part0_setup/diff_parts.py 1 2 --stat                                 # +/- lines per common .py file
-    python part0_setup/diff_parts.py 1 2 model.py --html diff.html              # side-by-side page
+    python part0_setup/diff_parts.py 1 2 model.py --html out/diff.html          # side-by-side page
 
 Lines starting with "+" are new in the second part, "-" lines were removed from the first.
 Without FILE it prints the --stat summary.
@@ -98,6 +98,7 @@ def write_html(a_path: Path, b_path: Path, out: Path) -> None:
     """A side-by-side HTML page (changed regions plus 3 lines of context), opened in any browser."""
     page = difflib.HtmlDiff(wrapcolumn=100).make_file(
         read_lines(a_path), read_lines(b_path), label(a_path), label(b_path), context=True, numlines=3)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # out/ does not exist on a fresh clone
     Path(out).write_text(page, encoding="utf-8")
 
 

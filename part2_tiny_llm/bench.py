@@ -73,7 +73,7 @@ def main(argv=None):
         with open(os.path.join(args.results, "bench.json"), "w") as f:
             json.dump({**row, "history": result["history"]}, f, indent=1)
         with open(os.path.join(args.results, "bench.md"), "w") as f:
-            f.write(f"Command: `python part2_tiny_llm/bench.py --results part2_tiny_llm/results`\n\n{table}\n")
+            f.write(f"Command: `python part2_tiny_llm/bench.py --results {args.results}`\n\n{table}\n")
     return row
 
 

@@ -3,6 +3,7 @@
     python part3_modern/bench.py              # everything, ~15 minutes on 2 CPU cores
     python part3_modern/bench.py --quick      # a ~4-minute look (300 steps, short KV and stream tests)
     python part3_modern/bench.py --only kv    # sections: ladder, grads, kv, stream (kv, stream use the ladder's model)
+    python part3_modern/bench.py --results part3_modern/results   # update the published figures
 
 1. The ladder: Part 2's model and recipe, then + RMSNorm (3.1), + RoPE (3.2), + SwiGLU (3.3), then the modern
    recipe (warmup, cosine decay, tuned lr). Same data, seed, steps and eval batches for every row. Recipe of
@@ -13,7 +14,8 @@
 3. 3.4 KV cache: greedy decoding tokens/s with and without the cache.
 4. 3.5/3.6 streaming: per-token loss over a text 64x the training context, full attention (recomputed over the
    last block_size tokens) vs. the rolling cache with a window only vs. window + 4 attention sinks.
-Results (tables, JSON and plots) go to --results, next to the machine's matmul GFLOP/s.
+Results (tables, JSON and plots) go to --results (default: out/part3_bench/results, so a run never overwrites
+the published figures in part3_modern/results by accident), next to the machine's matmul GFLOP/s.
 """
 import argparse
 import dataclasses
@@ -404,11 +406,13 @@ def parse_args(argv=None):
                    "sequences at once; 1 = skip (default: %(default)s)")
     p.add_argument("--stream_len", type=int, default=4096, help="tokens in the streaming test (default: %(default)s)")
     p.add_argument("--out_dir", default=None, help="checkpoints (default: out/part3_bench, or out/part3_bench_quick)")
-    p.add_argument("--results", default=None, help="tables, JSON and plots (default: part3_modern/results, or "
-                   "out/part3_bench_quick/results: a quick look never overwrites the measured figures)")
+    p.add_argument("--results", default=None, help="tables, JSON and plots (default: OUT_DIR/results; pass "
+                   "part3_modern/results to update the published figures)")
     args = p.parse_args(argv)
     args.out_dir = args.out_dir or ("out/part3_bench_quick" if args.quick else "out/part3_bench")
-    args.results = args.results or (os.path.join(args.out_dir, "results") if args.quick else "part3_modern/results")
+    args.command = "python part3_modern/bench.py" + (" --quick" if args.quick else "")
+    args.command += f" --results {args.results}" if args.results else ""
+    args.results = args.results or os.path.join(args.out_dir, "results")
     if args.quick:
         args.max_steps, args.timing_rounds, args.grad_steps = 300, 3, 200
         args.kv_tokens, args.kv_batch, args.stream_len = [128, 256], 1, 1024
@@ -449,7 +453,7 @@ def main(argv=None):
                                                         "wall_s": round(time.time() - t0)}]
     else:
         results["matmul_gflops"], results["bench_wall_s"] = gflops, round(time.time() - t0)
-        results["command"] = "python part3_modern/bench.py" + (" --quick" if args.quick else "")
+        results["command"] = args.command
 
     report = write_report(results, os.path.join(args.results, "bench.md"))
     print("\n" + report)

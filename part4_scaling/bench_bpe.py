@@ -3,8 +3,10 @@ streaming vs whole-text encoding (speed and peak memory).
 
     python part4_scaling/bench_bpe.py            # full run, ~2-3 minutes on 2 cores
     python part4_scaling/bench_bpe.py --quick    # ~10 s smoke test on small slices
+    python part4_scaling/bench_bpe.py --out part4_scaling/results/bpe_bench.md   # update the published figures
 
-Writes the tables to part4_scaling/results/bpe_bench.md (or --out).
+Writes the tables to out/part4_bench/bpe_bench.md unless --out says otherwise: a run never overwrites the
+figures in results/ by accident.
 """
 import argparse
 import multiprocessing
@@ -145,16 +147,19 @@ def free_core_check(n=3_000_000):
 
 
 # ----------------------------------------------------------------------------------------------------
-def main():
+DEFAULT_OUT = "out/part4_bench/bpe_bench.md"
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small slices, ~10 s: a smoke test")
     parser.add_argument("--gutenberg_dir", default=str(GUTENBERG), help="folder with gutenberg_fiction_*.txt.xz")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bpe_bench.md"),
-                        help="where to write the markdown report")
-    args = parser.parse_args()
+    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the markdown report (folders are created)")
+    args = parser.parse_args(argv)
     if not SHAKESPEARE.is_file():
         parser.error(f"no such file: {SHAKESPEARE}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # now, not after minutes of benchmarking
     q = args.quick
     cfg = {  # (vocab, dedup) pairs for the naive baseline; vocab 8192 is almost every merge tinyshakespeare has
         "naive": [(300, True), (300, False)] if q else [(512, True), (1024, True), (320, False)],
@@ -209,6 +214,7 @@ def main():
     print(f"\ntotal {total:.0f} s")
 
     cmd = "python part4_scaling/bench_bpe.py" + (" --quick" if q else "")
+    cmd += f" --out {args.out}" if args.out != DEFAULT_OUT else ""
     report = "\n".join([
         "# 4.1 BPE tokenizer benchmark", "", f"Command (from the repo root): `{cmd}`", "", env, "",
         "## 1. Training: naive recount vs incremental", "",
@@ -225,7 +231,6 @@ def main():
         "separate run under tracemalloc (Python and numpy allocations). `encode_stream` holds ~2 blocks of "
         "64K characters, the chunk cache, and, reading .xz, the xz decoder's dictionary (64 MiB for `xz -9`).",
         "", t4, "", f"Total bench time: {total:.0f} s.", ""])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report, encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -15,7 +15,7 @@ window sees ~3-4x more text. What is notable here:
     cut only where the pre-tokenizer cuts anyway, so the ids are exactly those of the whole text;
   - save/load is a human-readable JSON file: pattern, special tokens, merges in order.
 
-Try:  python part4_scaling/bpe.py --train data/tinyshakespeare.txt --vocab_size 4096 --out tok.json
+Try:  python part4_scaling/bpe.py --train data/tinyshakespeare.txt --vocab_size 4096   # -> out/tok.json
 """
 import argparse
 import heapq
@@ -511,13 +511,27 @@ def _encode_in_worker(args):
 
 # ----------------------------------------------------------------------------------------------------
 # 4.1 CLI
+MAX_CLI_VOCAB = 1 << 16  # train.py caches token ids as uint16
+
+
+def read_training_text(parser, path, max_chars):
+    """The text to learn from, or a one-line exit: a file that is empty, not UTF-8 or not a valid .xz."""
+    try:
+        text = read_text(path, max_chars)
+    except (UnicodeDecodeError, lzma.LZMAError, EOFError) as e:
+        parser.error(f"cannot read {path} as UTF-8 text ({type(e).__name__}); pass a .txt or .txt.xz file")
+    if not text:
+        parser.error(f"{path} is empty; pass a file with text in it")
+    return text
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Train a byte-level BPE tokenizer and save it as readable JSON.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--train", required=True, help="text file to learn from (.txt or .txt.xz)")
     parser.add_argument("--vocab_size", type=int, default=4096, help="256 bytes + merges + special tokens")
-    parser.add_argument("--out", default="tok.json", help="where to write the tokenizer")
+    parser.add_argument("--out", default="out/tok.json", help="where to write the tokenizer (folders are created)")
     parser.add_argument("--pattern", choices=sorted(PATTERNS), default="gpt4", help="pre-tokenization regex")
     parser.add_argument("--special", nargs="*", default=[ENDOFTEXT], help="special tokens to register")
     parser.add_argument("--max_chars", type=int, default=None, help="train on the first N characters only")
@@ -526,12 +540,18 @@ def main(argv=None):
 
     if not Path(args.train).is_file():
         parser.error(f"no such file: {args.train}")
+    if args.max_chars is not None and args.max_chars < 1:
+        parser.error(f"--max_chars must be >= 1, got {args.max_chars}")
+    if args.vocab_size > MAX_CLI_VOCAB:
+        parser.error(f"--vocab_size must be at most {MAX_CLI_VOCAB}, got {args.vocab_size}: "
+                     "Part 4 stores token ids as uint16")
     tok = Tokenizer(args.pattern, special_tokens=args.special)
     try:
         tok._num_merges(args.vocab_size)
-    except ValueError as e:
-        parser.error(str(e))
-    text = read_text(args.train, args.max_chars)
+    except ValueError as e:  # "vocab_size must be ...": name the flag
+        parser.error(f"--{e}")
+    text = read_training_text(parser, args.train, args.max_chars)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # out/ does not exist on a fresh clone
     t0 = time.perf_counter()
     tok.train(text, args.vocab_size, verbose=args.verbose)
     dt = time.perf_counter() - t0
@@ -539,6 +559,8 @@ def main(argv=None):
     ids = tok.encode(text, allowed_special="all")
     sample = text[:60]
     print(f"trained {len(tok.merges)} merges in {dt:.1f}s -> {args.out} (vocab_size {tok.vocab_size})")
+    if tok.vocab_size < args.vocab_size:
+        print(f"note: the text ran out of pairs to merge; vocab_size is {tok.vocab_size}, not {args.vocab_size}")
     print(f"{len(text.encode('utf-8')) / max(1, len(ids)):.2f} bytes/token on the training text")
     print("sample:", "|".join(render(tok.vocab[i]).replace("\n", "\\n") for i in tok.encode(sample)))
     return tok

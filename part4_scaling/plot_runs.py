@@ -1,6 +1,6 @@
 """4.5 Plot training runs from their metrics.jsonl logs (no account, no server), or the 4.3 LR schedules.
 
-    python part4_scaling/plot_runs.py out/part4/metrics.jsonl [other/metrics.jsonl ...] --out runs.png
+    python part4_scaling/plot_runs.py out/part4/metrics.jsonl [other/metrics.jsonl ...]   # -> out/runs.png
     python part4_scaling/plot_runs.py --schedules --out part4_scaling/results/schedules.png
 """
 import argparse
@@ -62,9 +62,10 @@ def plot_schedules(out, max_steps=1000, warmup=100):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logs", nargs="*", help="metrics.jsonl files")
-    p.add_argument("--out", default="runs.png", help="(default: %(default)s)")
+    p.add_argument("--out", default="out/runs.png", help="the PNG to write (default: %(default)s)")
     p.add_argument("--schedules", action="store_true", help="plot the learning-rate schedules instead")
     args = p.parse_args(argv)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)  # out/ does not exist on a fresh clone
     if args.schedules:
         plot_schedules(args.out)
     elif args.logs:
