@@ -21,6 +21,8 @@ output line by line as it is printed and stamps every line with the wall clock o
   start-up s:        launch to the first training-step line (imports, data, model, compiling the step).
 Step numbering: nanoGPT's `iter N` line follows update N+1 and its `step N: ... val loss` line comes after N
 updates; Part 4's `step N | loss` follows update N and `step N | train .. | val ..` comes after N updates.
+Each script keeps its own habits: nanoGPT also evaluates at step 0 and both write a checkpoint whenever val
+loss improves; Part 4 evaluates with the uncompiled model.
 nanoGPT needs its data prepared first (not timed): the reference folder is copied to a temp dir,
 data/tinyshakespeare.txt goes to data/shakespeare_char/input.txt and its prepare.py runs there (with a stub
 for `requests`, which it imports only to download a file that is already in place, if requests is missing).
@@ -30,9 +32,9 @@ GPT imported from the reference folder, in this one process, at one shape (defau
 width 768, 12 heads, block 1024, vocab 8192, batch 32; the reference without biases). Synthetic random
 tokens, bf16 autocast on CUDA (fp32 on CPU), the same training step for both (forward, backward, gradient
 clipping, optimizer step), fused AdamW on CUDA for both (Part 4's make_optimizer, nanoGPT's
-configure_optimizers), the same warmup, then interleaved timed rounds A, B, A, B ... so that clock or thermal
-drift hits both. MFU uses Part 4's formula for both models: GPT.flops_per_token (6 x parameters + attention)
-over train.peak_flops of the GPU.
+configure_optimizers; on CPU they differ: the course AdamW against torch's), the same warmup, then
+interleaved timed rounds A, B, A, B ... so that clock or thermal drift hits both. MFU uses Part 4's formula
+for both models: GPT.flops_per_token (6 x parameters + attention) over train.peak_flops of the GPU.
 
 Writes bench_speed.md (tables, commands, versions, GPU) and bench_speed.json to --out.
 """
@@ -88,7 +90,7 @@ def parse_args(argv=None):
     g.add_argument("--eval_interval", type=int, default=None, help="evaluate every N steps (default 50; --quick 10)")
     g.add_argument("--eval_iters", type=int, default=None, help="batches per evaluation (default 10; --quick 2)")
     g.add_argument("--max_seconds", type=float, default=None,
-                   help="kill a child that has not reached the target after this long (default 150; --quick 120)")
+                   help="kill a child that has not reached the target after this long (default 120)")
     g = p.add_argument_group("throughput")
     g.add_argument("--n_layer", type=int, default=None, help="default 6 (--quick 2)")
     g.add_argument("--n_head", type=int, default=None, help="default 12 (--quick 2)")
@@ -106,7 +108,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     quick = args.quick
     for name, full, small in (("target_loss", 1.47, 2.8), ("eval_interval", 50, 10), ("eval_iters", 10, 2),
-                              ("max_seconds", 150, 120), ("n_layer", 6, 2), ("n_head", 12, 2), ("n_embd", 768, 64),
+                              ("max_seconds", 120, 120), ("n_layer", 6, 2), ("n_head", 12, 2), ("n_embd", 768, 64),
                               ("block_size", 1024, 64), ("vocab_size", 8192, 256), ("batch_size", 32, 4),
                               ("warmup_steps", 10, 2), ("compile", "true", "false"), ("steps", 50, 3),
                               ("rounds", 5, 2)):
@@ -394,6 +396,15 @@ def throughput_table(rows):
                   "tokens/s vs nanoGPT"], body)
 
 
+def model_line(rows):
+    """What differs between the two models besides the shape (the reference: biases off, LayerNorm, GELU MLP,
+    learned positions)."""
+    ours = rows[0]["config"]
+    return (f"Part 4 model (its --preset gpu): bias {ours['bias']}, {ours['norm']}, {ours['mlp']} MLP, "
+            f"{ours['pos_embedding']} positions; nanoGPT: bias {rows[1]['config']['bias']}, LayerNorm, GELU MLP, "
+            "learned positions.")
+
+
 # ----------------------------------------------------------------------------------------------------
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" ---: " for _ in header) + "|"]
@@ -422,6 +433,7 @@ def main(argv=None):
     md = [f"# Speed, side by side with nanoGPT ({env['device']})", "",
           f"`{env['command']}`", "", f"python {env['python']} | torch {env['torch']} (CUDA {env['cuda']}) | "
           f"{env['device']} | commit {env['git_commit']} | {env['date_utc']} UTC", ""]
+    write_report(args.out, report, md)  # after each section too: a run cut short keeps what it measured
     if "time_to_loss" in args.sections:
         rows = time_to_loss(args, args.out)
         report["time_to_loss"] = rows
@@ -430,6 +442,7 @@ def main(argv=None):
                time_to_loss_table(rows, args.target_loss), "",
                "ms/step: from the first training-step line to the target's evaluation line, evaluations included.",
                "", "Commands:", ""] + [f"- {r['variant']}: `{r['command']}` (in {r['cwd']})" for r in rows] + [""]
+        write_report(args.out, report, md)
     if "throughput" in args.sections:
         rows = throughput(args)
         report["throughput"] = rows
@@ -437,12 +450,16 @@ def main(argv=None):
         md += [f"## Training throughput, {args.n_layer} layers x {args.n_embd} wide, {args.n_head} heads, block "
                f"{args.block_size}, vocab {args.vocab_size}, batch {args.batch_size}, compile {args.compile}, "
                f"{'bf16 autocast' if args.device.startswith('cuda') else 'fp32'}, synthetic tokens", "",
-               throughput_table(rows), "", f"Part 4 / nanoGPT tokens/s: **{ratio:.3f}x** (median of {args.rounds} "
-               f"interleaved rounds of {args.steps} steps after {args.warmup_steps} warmup steps each)", ""]
-    text = "\n".join(md)
-    (args.out / "bench_speed.md").write_text(text)
-    (args.out / "bench_speed.json").write_text(json.dumps(report, indent=1))
-    print("\n" + text + f"\nwritten: {args.out / 'bench_speed.md'}, {args.out / 'bench_speed.json'}")
+               throughput_table(rows), "", model_line(rows), "",
+               f"Part 4 / nanoGPT tokens/s: **{ratio:.3f}x** (median of {args.rounds} interleaved rounds of "
+               f"{args.steps} steps after {args.warmup_steps} warmup steps each)", ""]
+        write_report(args.out, report, md)
+    print("\n" + "\n".join(md) + f"\nwritten: {args.out / 'bench_speed.md'}, {args.out / 'bench_speed.json'}")
+
+
+def write_report(out, report, md):
+    (out / "bench_speed.md").write_text("\n".join(md))
+    (out / "bench_speed.json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
