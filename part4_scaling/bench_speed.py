@@ -21,7 +21,9 @@ output line by line as it is printed and stamps every line with the wall clock o
   start-up s:        launch to the first training-step line (imports, data, model, compiling the step).
 Step numbering: nanoGPT's `iter N` line follows update N+1 and its `step N: ... val loss` line comes after N
 updates; Part 4's `step N | loss` follows update N and `step N | train .. | val ..` comes after N updates.
-Each script keeps its own habits: nanoGPT also evaluates at step 0 and both write a checkpoint whenever val
+Before the first variant an untimed child imports the libraries and starts the device; every variant gets
+empty torch.compile caches of its own (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR), so the order does not
+matter. Each script keeps its own habits: nanoGPT also evaluates at step 0 and both write a checkpoint whenever val
 loss improves; Part 4 evaluates with the uncompiled model.
 nanoGPT needs its data prepared first (not timed): the reference folder is copied to a temp dir,
 data/tinyshakespeare.txt goes to data/shakespeare_char/input.txt and its prepare.py runs there (with a stub
@@ -217,11 +219,24 @@ def variant_command(name, args, nanogpt_dir, workdir):
     return cmd, ROOT, "part4"
 
 
-def watch(cmd, cwd, flavor, target, max_seconds, log_path):
+def child_env(workdir, name):
+    """Unbuffered output (a piped child buffers its prints otherwise) and empty compile caches of its own:
+    every compiled variant compiles from scratch, whatever ran before it."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHINDUCTOR_CACHE_DIR": str(workdir / "inductor" / name),
+            "TRITON_CACHE_DIR": str(workdir / "triton" / name)}
+
+
+def warm_up(device, workdir):
+    """One untimed child imports the libraries and starts the device first, so that the first timed variant
+    does not pay alone for a cold disk cache or a sleeping GPU driver."""
+    code = f"import matplotlib, numpy, regex, torch; torch.ones(1, device={device!r}).sum().item()"
+    subprocess.run([sys.executable, "-c", code], env=child_env(workdir, "warm_up"), check=True)
+
+
+def watch(cmd, cwd, env, flavor, target, max_seconds, log_path):
     """Run cmd, stamp each output line on arrival, stop it once the target is reached or max_seconds pass.
     Returns (timed lines, why it stopped)."""
     lines, arrivals = [], queue.Queue()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # subtle: a piped child buffers its prints otherwise
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, start_new_session=True)  # its own process group: compile workers too
@@ -268,10 +283,12 @@ def time_to_loss(args, out_dir):
         workdir = Path(tmp)
         nanogpt_dir = prepare_nanogpt(args.reference, workdir) if any(v.startswith("nanogpt")
                                                                        for v in args.variants) else None
+        warm_up(args.device, workdir)
         for name in args.variants:
             cmd, cwd, flavor = variant_command(name, args, nanogpt_dir, workdir)
             print(f"[time_to_loss] {name}: {shlex.join(cmd)}  (in {cwd})", flush=True)
-            lines, why = watch(cmd, cwd, flavor, args.target_loss, args.max_seconds, out_dir / f"{name}.log")
+            lines, why = watch(cmd, cwd, child_env(workdir, name), flavor, args.target_loss, args.max_seconds,
+                               out_dir / f"{name}.log")
             row = {"variant": name, "command": shlex.join(cmd), "cwd": str(cwd), "stopped": why,
                    **summarize(lines, flavor, args.target_loss)}
             if why.startswith("exited") and not row["reached"]:
