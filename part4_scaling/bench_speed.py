@@ -302,8 +302,8 @@ def time_to_loss(args, out_dir):
 def time_to_loss_table(rows, target):
     refs = [r["seconds_to_target"] for r in rows if r["variant"].startswith("nanogpt") and r["reached"]]
     best_ref = min(refs) if refs else None
-    header = ["variant", f"s to val {target}", "steps", "ms/step", "start-up s", f"s / nanoGPT's best ({best_ref} s)",
-              "stopped"]
+    header = ["variant", f"s to val {target}", "steps", "ms/step", "start-up s",
+              "s / nanoGPT's best" + (f" ({best_ref} s)" if best_ref else ""), "stopped"]
     body = []
     for r in rows:
         ratio = f"{r['seconds_to_target'] / best_ref:.2f}x" if best_ref and r["reached"] else "-"
