@@ -16,6 +16,8 @@ against GPT.generate(use_cache=False), prompt by prompt), with three changes:
 Only RoPE models (Part 3's default): learned positions would need per-row position embeddings too.
 Prompt + max_new_tokens must fit in block_size: this cache does not roll (GPT.generate's does, 3.6).
 """
+from functools import partial
+
 import torch
 
 from sampling import sample_next_token
@@ -119,6 +121,36 @@ def decode_step(model, cache, tokens, positions, n_slots):
     return model(tokens, cache=cache)[0][:, -1]
 
 
+def cuda_graph_step(model, cache):
+    """decode_step, recorded once as a CUDA graph and replayed for every token (CUDA only; after prefill).
+
+    Why: a small model at batch 1 spends most of a step launching ~100 tiny kernels from Python, not running
+    them. A recording (torch.cuda.graph) launches them all at once. It replays the same shapes at the same
+    addresses, so the inputs are copied into the tensors it reads, and every step reads all max_len slots
+    (the mask hides the ones not written yet): the step costs the same at every position.
+    The warm-up and recording feed position max_len - 1, a slot no query ever reads (the longest row's last
+    new token is never fed back), so they leave the prompts in the cache untouched."""
+    B, device = cache.batch_size, cache.slots.device
+    tokens = torch.zeros(B, 1, dtype=torch.long, device=device)
+    positions = torch.full((B, 1), cache.max_len - 1, device=device)
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):  # warm-up on the recording stream, as torch's docs ask (kernels get chosen)
+        for _ in range(2):
+            decode_step(model, cache, tokens, positions, cache.max_len)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        logits = decode_step(model, cache, tokens, positions, cache.max_len)  # (B, vocab), rewritten by replays
+
+    def step(new_tokens, new_positions, n_slots):
+        tokens.copy_(new_tokens)
+        positions.copy_(new_positions)
+        graph.replay()
+        return logits
+    return step
+
+
 def cut_at_stop(row, stop_ids):
     """Keep the tokens up to and including the first stop token: [5, 7, 2, 9], {2} -> [5, 7, 2]."""
     for i, t in enumerate(row):
@@ -129,15 +161,19 @@ def cut_at_stop(row, stop_ids):
 
 @torch.no_grad()
 def generate_batch(model, prompts, max_new_tokens, stop_ids=(), temperature=0.0, top_k=None, top_p=None,
-                   generator=None):
+                   generator=None, cuda_graph=False):
     """Continue every prompt (a list of token-id lists, any lengths) in one batch; return the new tokens of
     each, a list per prompt, cut after its first stop token (included) or at max_new_tokens.
     temperature 0 = greedy; otherwise sampling as in GPT.generate (2.5), reproducible with a seeded generator
-    (but not the same draws as prompt by prompt: the batch shares one random stream)."""
+    (but not the same draws as prompt by prompt: the batch shares one random stream).
+    cuda_graph: replay one recorded step per token (cuda_graph_step), on a CUDA device only."""
     check_prompts(model, prompts, max_new_tokens)
     B, T = len(prompts), max(len(p) for p in prompts)
     cache = DecodeCache(model, B, T + max_new_tokens)  # slots for the longest prompt and all its new tokens
+    if cuda_graph and cache.slots.device.type != "cuda":
+        raise ValueError(f"cuda_graph needs the model on a CUDA device (it is on {cache.slots.device})")
     logits, lengths = prefill(model, cache, prompts)
+    step_fn = cuda_graph_step(model, cache) if cuda_graph else partial(decode_step, model, cache)
     device = lengths.device
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     out = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)  # stays on the device until the end
@@ -151,6 +187,6 @@ def generate_batch(model, prompts, max_new_tokens, stop_ids=(), temperature=0.0,
         if n == max_new_tokens or (len(stop) and finished.all()):  # .all() waits for the GPU: one sync a step
             break
         # row b's new token sits at position lengths[b] + step; the longest row reaches T + step
-        logits = decode_step(model, cache, next_id, (lengths + step)[:, None], n_slots=T + step + 1)
+        logits = step_fn(next_id, (lengths + step)[:, None], n_slots=T + step + 1)
     stop_set = set(stop_ids)
     return [cut_at_stop(row, stop_set) for row in out[:, :n].tolist()]

@@ -68,7 +68,20 @@ def test_buffers_are_written_in_place_never_reallocated():
     assert cache.layers[0].k.shape == (len(PROMPTS), 4, 20, 8)  # (B, nh, max_len, hs)
 
 
+def test_reading_every_slot_as_the_cuda_graph_does_gives_the_same_tokens():
+    """cuda_graph_step records decode_step with n_slots = max_len (fixed shapes); CPU checks that path."""
+    model = make_model(window=6, n_sink=2)
+    cache = decode.DecodeCache(model, len(PROMPTS), 30)
+    logits, lengths = decode.prefill(model, cache, PROMPTS)
+    tokens = []
+    for step in range(15):
+        tokens.append(logits.argmax(-1, keepdim=True))
+        logits = decode.decode_step(model, cache, tokens[-1], (lengths + step)[:, None], n_slots=cache.max_len)
+    assert torch.cat(tokens, 1).tolist() == decode.generate_batch(model, PROMPTS, 15)
+
+
 @pytest.mark.parametrize("prompts, n, overrides, message", [
+    ([[1, 2]], 5, {"generate_batch": {"cuda_graph": True}}, "needs the model on a CUDA device"),
     ([[1, 2], []], 5, {}, "at least one token"),
     ([], 5, {}, "at least one token"),
     ([[1, 2]], 0, {}, "max_new_tokens must be >= 1"),
@@ -77,7 +90,8 @@ def test_buffers_are_written_in_place_never_reallocated():
     ([[1, 2]], 5, {"pos_embedding": "learned"}, "needs a RoPE model"),
 ])
 def test_bad_arguments_give_one_line_errors(prompts, n, overrides, message):
-    model = make_model(**overrides)
+    kwargs = overrides.get("generate_batch", {})  # the other overrides are the model's
+    model = make_model(**{k: v for k, v in overrides.items() if k != "generate_batch"})
     with pytest.raises(ValueError, match=message) as err:
-        decode.generate_batch(model, prompts, n)
+        decode.generate_batch(model, prompts, n, **kwargs)
     assert "\n" not in str(err.value)
