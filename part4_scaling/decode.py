@@ -16,7 +16,7 @@ against GPT.generate(use_cache=False), prompt by prompt), with three changes:
 Only RoPE models (Part 3's default): learned positions would need per-row position embeddings too.
 Prompt + max_new_tokens must fit in block_size: this cache does not roll (GPT.generate's does, 3.6).
 """
-from functools import partial
+import functools
 
 import torch
 
@@ -121,7 +121,15 @@ def decode_step(model, cache, tokens, positions, n_slots):
     return model(tokens, cache=cache)[0][:, -1]
 
 
-def cuda_graph_step(model, cache):
+@functools.cache
+def compiled_decode_step():
+    """decode_step through torch.compile, made once per process: it fuses the many small element-wise kernels
+    of a step (RMSNorm, RoPE, SwiGLU) into a few. Compiling takes about a minute; every step reads all
+    max_len slots then, so the shapes stay fixed and it compiles once per batch size."""
+    return torch.compile(decode_step)
+
+
+def cuda_graph_step(model, cache, step=decode_step):
     """decode_step, recorded once as a CUDA graph and replayed for every token (CUDA only; after prefill).
 
     Why: a small model at batch 1 spends most of a step launching ~100 tiny kernels from Python, not running
@@ -137,18 +145,29 @@ def cuda_graph_step(model, cache):
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):  # warm-up on the recording stream, as torch's docs ask (kernels get chosen)
         for _ in range(2):
-            decode_step(model, cache, tokens, positions, cache.max_len)
+            step(model, cache, tokens, positions, cache.max_len)  # (a compiled step compiles here)
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, stream=stream):
-        logits = decode_step(model, cache, tokens, positions, cache.max_len)  # (B, vocab), rewritten by replays
+        logits = step(model, cache, tokens, positions, cache.max_len)  # (B, vocab), rewritten by replays
 
-    def step(new_tokens, new_positions, n_slots):
+    def replay(new_tokens, new_positions, n_slots):
         tokens.copy_(new_tokens)
         positions.copy_(new_positions)
         graph.replay()
         return logits
-    return step
+    return replay
+
+
+def make_step(model, cache, cuda_graph=False, compile=False):
+    """The function generate_batch calls for each token: step(tokens (B, 1), positions (B, 1), n_slots) -> logits.
+    Plain decode_step reads the slots written so far; compile and cuda_graph read all max_len (fixed shapes)."""
+    if compile:
+        compiled = compiled_decode_step()
+        if not cuda_graph:
+            return lambda tokens, positions, n_slots: compiled(model, cache, tokens, positions, cache.max_len)
+        return cuda_graph_step(model, cache, compiled)
+    return cuda_graph_step(model, cache) if cuda_graph else functools.partial(decode_step, model, cache)
 
 
 def cut_at_stop(row, stop_ids):
@@ -161,19 +180,20 @@ def cut_at_stop(row, stop_ids):
 
 @torch.no_grad()
 def generate_batch(model, prompts, max_new_tokens, stop_ids=(), temperature=0.0, top_k=None, top_p=None,
-                   generator=None, cuda_graph=False):
+                   generator=None, cuda_graph=False, compile=False):
     """Continue every prompt (a list of token-id lists, any lengths) in one batch; return the new tokens of
     each, a list per prompt, cut after its first stop token (included) or at max_new_tokens.
     temperature 0 = greedy; otherwise sampling as in GPT.generate (2.5), reproducible with a seeded generator
     (but not the same draws as prompt by prompt: the batch shares one random stream).
-    cuda_graph: replay one recorded step per token (cuda_graph_step), on a CUDA device only."""
+    GPU fast path (make_step): cuda_graph replays one recorded step per token (cuda_graph_step, CUDA only);
+    compile fuses the step's kernels first (compiled_decode_step)."""
     check_prompts(model, prompts, max_new_tokens)
     B, T = len(prompts), max(len(p) for p in prompts)
     cache = DecodeCache(model, B, T + max_new_tokens)  # slots for the longest prompt and all its new tokens
     if cuda_graph and cache.slots.device.type != "cuda":
         raise ValueError(f"cuda_graph needs the model on a CUDA device (it is on {cache.slots.device})")
     logits, lengths = prefill(model, cache, prompts)
-    step_fn = cuda_graph_step(model, cache) if cuda_graph else partial(decode_step, model, cache)
+    step_fn = make_step(model, cache, cuda_graph, compile)
     device = lengths.device
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     out = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)  # stays on the device until the end
