@@ -4,7 +4,7 @@ Part 3's KVCache (kv_cache.py) teaches the idea: it grows with torch.cat, one se
 batch. This file is the fast path that later parts generate with. It computes the same tokens (tested
 against GPT.generate(use_cache=False), prompt by prompt), with three changes:
   - the keys and values go into buffers allocated once, (B, nh, max_len, hs) per layer, written in place:
-    no torch.cat, so a step costs the same at position 10 as at position 1000 (bench_decode.py);
+    no torch.cat copying the whole cache at every step (bench_decode.py plots ms per step against position);
   - prompts of different lengths share one batch: they are right-padded, so slot = position in each row's
     own text, exactly as when the prompt runs alone; a mask hides every key a row has not written yet;
   - each row stops at its own stop token; finished rows stay in the batch (their tokens are ignored),
@@ -124,7 +124,7 @@ def decode_step(model, cache, tokens, positions, n_slots):
 @functools.cache
 def compiled_decode_step():
     """decode_step through torch.compile, made once per process: it fuses the many small element-wise kernels
-    of a step (RMSNorm, RoPE, SwiGLU) into a few. Compiling takes about a minute; every step reads all
+    of a step (RMSNorm, RoPE, SwiGLU) into a few. Compiling takes tens of seconds; every step reads all
     max_len slots then, so the shapes stay fixed and it compiles once per batch size."""
     return torch.compile(decode_step)
 
@@ -132,8 +132,8 @@ def compiled_decode_step():
 def cuda_graph_step(model, cache, step=decode_step):
     """decode_step, recorded once as a CUDA graph and replayed for every token (CUDA only; after prefill).
 
-    Why: a small model at batch 1 spends most of a step launching ~100 tiny kernels from Python, not running
-    them. A recording (torch.cuda.graph) launches them all at once. It replays the same shapes at the same
+    Why: a small model at batch 1 spends most of a step launching a few hundred tiny kernels from Python, not
+    running them. A recording (torch.cuda.graph) launches them all at once. It replays the same shapes at the same
     addresses, so the inputs are copied into the tensors it reads, and every step reads all max_len slots
     (the mask hides the ones not written yet): the step costs the same at every position.
     The warm-up and recording feed position max_len - 1, a slot no query ever reads (the longest row's last
