@@ -93,13 +93,24 @@ def compiled_name(device):
     return "preallocated + compile" + (" + CUDA graph" if device.startswith("cuda") else "")
 
 
-def bench_throughput(model, args, gen):
+def try_method(failed, name, fn, *args, **kwargs):
+    """fn(...), or None with the error noted in failed[name]: one broken fast path must not cost the whole run."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 (reported in the table instead)
+        failed[name] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        print(f"{name} failed: {failed[name]}")
+        return None
+
+
+def bench_throughput(model, args, gen, failed):
     rows = []
     for B in args.batch_sizes:
         prompts = torch.randint(0, args.vocab_size, (B, args.prompt_len), generator=gen).tolist()
         runs = methods(model, args.device, args.compile)
         for name, run in runs.items():  # warm-up: kernels chosen, memory pools filled, the step compiled
-            run(prompts, args.new_tokens if "compile" in name else 4)  # (compiled for this length's shapes)
+            try_method(failed, name, run, prompts, args.new_tokens if "compile" in name else 4)
+        runs = {name: run for name, run in runs.items() if name not in failed}
         best, outputs = {}, {}
         for _ in range(args.repeats):  # interleaved, so a slow moment of the machine hits every method
             for name, run in runs.items():
@@ -113,7 +124,7 @@ def bench_throughput(model, args, gen):
         if B > 1:  # the case SFT and RL need: prompts of different lengths in one batch
             lengths = torch.randint(1, 2 * args.prompt_len + 1, (B,), generator=gen).tolist()
             mixed = [torch.randint(0, args.vocab_size, (n,), generator=gen).tolist() for n in lengths]
-            name = "preallocated + CUDA graph" if args.device.startswith("cuda") else "preallocated (decode.py)"
+            name = "preallocated + CUDA graph" if "preallocated + CUDA graph" in runs else "preallocated (decode.py)"
             _, seconds = timed(args.device, runs[name], mixed, args.new_tokens)
             rows.append({"batch": B, "method": f"{name}, prompts of 1..{2 * args.prompt_len} tokens",
                          "seconds": seconds, "tokens_per_s": B * args.new_tokens / seconds,
@@ -159,7 +170,7 @@ def steps_recompute(model, B, args, gen, n_points=16):
 
 
 @torch.no_grad()
-def bench_steps(model, args, gen):
+def bench_steps(model, args, gen, failed):
     found = {}
     for B in args.batch_sizes:
         prompt = torch.randint(0, args.vocab_size, (B, args.prompt_len), generator=gen).tolist()
@@ -167,11 +178,13 @@ def bench_steps(model, args, gen):
         found[B] = {"recompute (no cache)": steps_recompute(model, B, args, gen),
                     "cat cache (Part 3)": steps_cat_cache(model, B, args, prompt),
                     "preallocated (decode.py)": steps_cached(model, B, args, prompt)}
-        if args.device.startswith("cuda"):
-            found[B]["preallocated + CUDA graph"] = steps_cached(model, B, args, prompt, graph=True)
-        if args.compile:
-            found[B][compiled_name(args.device)] = steps_cached(model, B, args, prompt, args.device.startswith("cuda"),
-                                                                compile=True)
+        fast = {"preallocated + CUDA graph": {"graph": True},
+                compiled_name(args.device): {"graph": args.device.startswith("cuda"), "compile": True}}
+        for name, kwargs in fast.items():
+            if name in methods(model, args.device, args.compile) and name not in failed:
+                times = try_method(failed, name, steps_cached, model, B, args, prompt, **kwargs)
+                if times is not None:
+                    found[B][name] = times
     return found
 
 
@@ -207,7 +220,7 @@ def plot_steps(steps, path):
 
 
 # ----------------------------------------------------------------------------------------------------
-def markdown(args, model, rows, steps, targets):
+def markdown(args, model, rows, steps, targets, failed):
     lines = [f"# Decoding benchmark: {args.device} ({device_name(args.device)}), {args.dtype}, "
              f"{model.num_params() / 1e6:.1f}M parameters ({args.n_layer} x {args.n_embd}, vocab {args.vocab_size}, "
              f"block {args.block_size}), prompts of {args.prompt_len} tokens, {args.new_tokens} new tokens, greedy",
@@ -222,7 +235,7 @@ def markdown(args, model, rows, steps, targets):
         for name, times in by_method.items():
             first, last = ends(times)
             lines.append(f"| {B} | {name} | {first:.2f} | {last:.2f} | {last / first:.2f} |")
-    lines += ["", *targets]
+    lines += ["", *targets, *[f"- {name} failed: {error}" for name, error in failed.items()]]
     return "\n".join(lines)
 
 
@@ -260,15 +273,17 @@ def main(argv=None):
         model = model.to(torch.bfloat16)
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
-    rows = bench_throughput(model, args, gen)
-    steps = bench_steps(model, args, gen)
+    failed = {}  # method -> its error, if a fast path breaks on this machine
+    rows = bench_throughput(model, args, gen, failed)
+    steps = bench_steps(model, args, gen, failed)
     targets = check_targets(rows, steps, args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(args, model, rows, steps, targets)
+    text = markdown(args, model, rows, steps, targets, failed)
     (out / "decode_bench.md").write_text(text + "\n")
     (out / "decode_bench.json").write_text(json.dumps(
         {"args": vars(args), "device_name": device_name(args.device), "throughput": rows, "targets": targets,
+         "failed": failed,
          "ms_per_step": {B: {name: {str(p): t for p, t in times.items()} for name, times in m.items()}
                          for B, m in steps.items()}}, indent=1))
     plot_steps(steps, out / "decode_steps.png")
