@@ -111,7 +111,8 @@ def apply_rope(x, cos, sin):
 # 1.2/1.3 Attention: softmax(Q K^T / sqrt(d)) V, with a causal mask so token t sees only tokens <= t
 def causal_attention(q, k, v, dropout_p=0.0, training=False, mask=None):
     """Manual attention. q: (..., Tq, hs), k, v: (..., Tk, hs). Returns (..., Tq, hs).
-    mask (Tq, Tk) bool, True where a query may attend; None = causal, the queries being the last Tq tokens."""
+    mask (Tq, Tk) bool, or any shape that broadcasts to (..., Tq, Tk), True where a query may attend;
+    None = causal, the queries being the last Tq tokens."""
     Tq, Tk, hs = q.size(-2), k.size(-2), q.size(-1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(hs)                        # (..., Tq, Tk)
     if mask is None:  # subtle: with a KV cache (3.4) the Tq new queries come after Tk - Tq cached keys
@@ -141,14 +142,15 @@ def attention_mask(T, window=0, n_sink=0, device=None):
 
 def split_heads(x, n_head, rope=None):
     """(B, T, C) -> (B, nh, T, hs): each head gets its own slice of the channels.
-    3.2 rope = (cos, sin), each (T, hs): also rotate every head's vectors by their positions."""
+    3.2 rope = (cos, sin), each (T, hs), or (B, T, hs) when every row has its own positions (decode.py):
+    also rotate every head's vectors by their positions."""
     B, T, C = x.shape
     x = x.view(B, T, n_head, C // n_head)                                  # (B, T, nh, hs)
     if rope is not None:
         # rotated before the heads move to dim 1, as in Meta's LLaMA code: each token's channels stay together
         # in memory, which the GPU kernels read faster (MFU 35.8% -> 38.3% on an H100, part4_scaling/README.md)
         cos, sin = rope
-        x = apply_rope(x, cos[:, None], sin[:, None])                       # tables (T, 1, hs): same for every head
+        x = apply_rope(x, cos.unsqueeze(-2), sin.unsqueeze(-2))  # tables ([B,] T, 1, hs): same for every head
     return x.transpose(1, 2)
 
 
@@ -184,8 +186,10 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cache=None):
         T = x.size(1)
         start = 0 if cache is None else cache.make_room(T)  # 3.4 position (cache slot) of the first new token
-        # 3.2 q and k are rotated by their positions start..start+T-1; v is not
-        rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.rope else None
+        # 3.2 q and k are rotated by their positions start..start+T-1; v is not. Fast path (decode.py): its
+        # cache gives every row its own positions instead, a (B, T) tensor that picks rows of the tables
+        where = slice(start, start + T) if isinstance(start, int) else start
+        rope = (self.rope_cos[where], self.rope_sin[where]) if self.rope else None
         q, k, v = self.c_attn(x).split(x.size(-1), dim=2)                   # each (B, T, C)
         q, k = split_heads(q, self.n_head, rope), split_heads(k, self.n_head, rope)  # each (B, nh, T, hs)
         v = split_heads(v, self.n_head)
@@ -193,6 +197,8 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(k, v)                                       # each (B, nh, L, hs)
         # 3.5 window/sinks need an explicit mask; a single new query may see every key the cache kept (3.6)
         mask = attention_mask(T, self.window, self.n_sink, x.device) if self.window and T > 1 else None
+        if getattr(cache, "mask", None) is not None:  # fast path (decode.py): (B, 1, T, L), padded keys hidden
+            mask = cache.mask
         p = self.dropout if self.training else 0.0
         if self.use_sdpa:  # one fused kernel, same result as the manual path (tested)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None and T > 1)
