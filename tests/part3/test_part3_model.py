@@ -2,6 +2,7 @@
 
 The upgrades themselves (RMSNorm, RoPE, SwiGLU, window + sinks, the KV cache) are carried into every later
 part unchanged, so their tests are in tests/test_carried_forward.py, run on every part that defines them."""
+import pytest
 import torch
 import torch.nn.functional as F
 from partloader import assert_one_line_error, load_part, run_script
@@ -22,9 +23,12 @@ def small_model(seed=0, **overrides):
 
 
 # --- Part 2 compatibility, scripts, the benchmark
-def test_bad_model_flags_are_one_line_errors():
-    assert_one_line_error(run_script("part3_modern/train.py", "--norm", "batchnorm"), "norm")
-    assert_one_line_error(run_script("part3_modern/train.py", "--window", "100"), "block_size")
+def test_bad_model_flags_are_one_line_errors(capsys):
+    assert_one_line_error(run_script("part3_modern/train.py", "--norm", "batchnorm"), "norm")  # end to end, once
+    with pytest.raises(SystemExit):  # the next in-process: a subprocess costs seconds of start-up
+        train.parse_configs(["--window", "100"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error" in last and "block_size" in last, last
 
 
 def test_part2_flags_give_part2s_model():
