@@ -1,5 +1,8 @@
 """4.1 Byte-level BPE: primitives, naive == incremental training, round trips, special tokens, save/load,
-multiprocess encoding, streaming encoding (same ids as the whole text, bounded memory, the data cache)."""
+multiprocess encoding, streaming encoding (same ids as the whole text, bounded memory, the data cache).
+
+bpe.py is carried unchanged into every part after Part 4, so every test here runs on each part that defines
+bpe.Tokenizer (the module-scoped `part` fixture below; a test id names the part, e.g. [part4_scaling/bpe.py])."""
 import lzma
 import random
 import tracemalloc
@@ -9,44 +12,55 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from partloader import ROOT, load_part
+from partloader import ROOT, load_part, parts_defining
 
-bpe = load_part("part4_scaling", "bpe")
 
 SHAKESPEARE = (ROOT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
 SMALL = SHAKESPEARE[:8000]  # a few KB: ~100 merges train in well under a second, naive included
 EOT = "<|endoftext|>"
 
 
+@pytest.fixture(scope="module", params=[pytest.param(found, id=f"{found[0]}/{found[1]}.py")
+                                        for found in parts_defining("Tokenizer")])
+def part(request):
+    """The folder of a part that defines bpe.Tokenizer: "part4_scaling", later also "part5_...", ..."""
+    return request.param[0]
+
+
 @pytest.fixture(scope="module")
-def tok():
+def bpe(part):
+    return load_part(part, "bpe")
+
+
+@pytest.fixture(scope="module")
+def tok(bpe):
     t = bpe.Tokenizer()
     t.train(SMALL, 256 + 100 + 1)
     return t
 
 
 # --- primitives: the docstring examples -------------------------------------------------------------
-def test_get_stats_worked_example():
+def test_get_stats_worked_example(bpe):
     assert bpe.get_stats([1, 2, 3, 1, 2]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
     assert bpe.get_stats([7], {(1, 2): 5}) == {(1, 2): 5}  # adds to an existing dict
     assert bpe.get_stats([]) == {}
 
 
-def test_merge_worked_examples():
+def test_merge_worked_examples(bpe):
     assert bpe.merge([1, 2, 3, 1, 2], (1, 2), 4) == [4, 3, 4]
     assert bpe.merge([5, 5, 5], (5, 5), 9) == [9, 5]   # overlapping: left to right
     assert bpe.merge([5, 5, 5, 5], (5, 5), 9) == [9, 9]
     assert bpe.merge([1], (1, 2), 4) == [1]
 
 
-def test_best_pair_tie_break():
+def test_best_pair_tie_break(bpe):
     assert bpe.best_pair({(5, 1): 3, (2, 9): 3, (0, 0): 1}) == (2, 9)
     assert bpe.best_pair({(5, 1): 4, (2, 9): 3}) == (5, 1)
 
 
 # --- training ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("pattern", ["gpt4", "gpt2"])
-def test_naive_equals_incremental(pattern):
+def test_naive_equals_incremental(bpe, pattern):
     fast, slow, minbpe = (bpe.Tokenizer(pattern) for _ in range(3))
     fast.train(SMALL, 256 + 100 + 1)
     slow.train_naive(SMALL, 256 + 100 + 1)
@@ -57,7 +71,7 @@ def test_naive_equals_incremental(pattern):
     assert list(fast.merges.items()) == list(minbpe.merges.items())
 
 
-def test_incremental_on_repetitive_text():
+def test_incremental_on_repetitive_text(bpe):
     """Overlapping pairs (a == b) and ties everywhere: where lazy bookkeeping goes wrong."""
     text = "aaaa aaa aa a ababab abab baba " * 3 + "zzzzzzzz zzz"
     fast, slow = bpe.Tokenizer(), bpe.Tokenizer()
@@ -76,7 +90,7 @@ def test_training_compresses(tok):
 
 
 @pytest.mark.parametrize("bad", [0, 100, 256, 256.5, "4096"])
-def test_bad_vocab_size_raises(bad):
+def test_bad_vocab_size_raises(bpe, bad):
     with pytest.raises(ValueError, match="vocab_size must be an int >= 256 \\+ 1 special token"):
         bpe.Tokenizer().train("hello world", bad)
     bpe.Tokenizer().train("hello world", 257)  # the smallest legal size: no merges, just the specials
@@ -123,7 +137,7 @@ def test_special_tokens_atomic_when_allowed(tok):
         tok.encode(text, allowed_special={"<|nope|>"})
 
 
-def test_register_more_special_tokens_later():
+def test_register_more_special_tokens_later(bpe):
     t = bpe.Tokenizer()
     t.train(SMALL, 300)
     t.register_special_tokens(["<|im_start|>", "<|im_end|>"])
@@ -138,7 +152,7 @@ def test_register_more_special_tokens_later():
         t.register_special_tokens({"<|x|>": 300})
 
 
-def test_special_tokens_not_learned_by_training():
+def test_special_tokens_not_learned_by_training(bpe):
     text = (SMALL[:2000] + EOT) * 5
     t = bpe.Tokenizer()
     t.train(text, 400)
@@ -147,7 +161,7 @@ def test_special_tokens_not_learned_by_training():
 
 # --- save / load ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("pattern", ["gpt4", "gpt2"])
-def test_save_load_roundtrip(tmp_path, pattern):
+def test_save_load_roundtrip(bpe, tmp_path, pattern):
     t = bpe.Tokenizer(pattern)
     t.train(SMALL, 356)
     t.register_special_tokens(["<|im_start|>"])
@@ -161,7 +175,7 @@ def test_save_load_roundtrip(tmp_path, pattern):
     assert any(line.strip().startswith("[") for line in lines)  # one merge per line: readable
 
 
-def test_load_rejects_bad_files(tmp_path):
+def test_load_rejects_bad_files(bpe, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match="format"):
@@ -169,14 +183,14 @@ def test_load_rejects_bad_files(tmp_path):
 
 
 # --- big inputs -------------------------------------------------------------------------------------
-def test_split_batches_joins_back():
+def test_split_batches_joins_back(bpe):
     for text in [SHAKESPEARE[:20000], "a\n\nb\n\n\nc\nd " * 500, "no newlines at all " * 100, ""]:
         pieces = bpe.split_batches(text, 300)
         assert "".join(pieces) == text
 
 
 @pytest.mark.parametrize("pattern", ["gpt4", "gpt2"])
-def test_multiprocess_encoding_equals_single_process(tmp_path, pattern):
+def test_multiprocess_encoding_equals_single_process(bpe, tmp_path, pattern):
     t = bpe.Tokenizer(pattern)
     t.train(SMALL, 356)
     text = SHAKESPEARE[:60000] + f"\n{EOT}\n\n" + "spaces   \n\n\nand  lines\n \nX\n" * 50
@@ -191,7 +205,7 @@ def test_multiprocess_encoding_equals_single_process(tmp_path, pattern):
 
 
 # --- CLI --------------------------------------------------------------------------------------------
-def test_cli(tmp_path, capsys):
+def test_cli(bpe, tmp_path, capsys):
     src = tmp_path / "small.txt"
     src.write_text(SMALL, encoding="utf-8")
     out = tmp_path / "tok.json"
@@ -205,8 +219,8 @@ def test_cli(tmp_path, capsys):
     assert "vocab_size must be" in capsys.readouterr().err
 
 
-def test_module_is_self_contained():
-    assert Path(bpe.__file__).parent.name == "part4_scaling"
+def test_module_is_self_contained(bpe, part):
+    assert Path(bpe.__file__).parent.name == part
 
 
 # --- 4.1 streaming: a corpus larger than memory, the same ids as the whole text ---------------------
@@ -225,7 +239,7 @@ TRICKY = {
 
 
 @pytest.fixture(scope="module", params=["gpt4", "gpt2"])
-def stream_toks(request):
+def stream_toks(request, bpe):
     """Trained on the tricky fragments, so "\\r\\n", "\\n\\n", "  " (and for gpt4 ".\\n") are merges: a wrong cut
     changes the ids.
     Two copies: with special tokens, and without (then nothing keeps a few characters back)."""
@@ -261,7 +275,7 @@ def test_stream_equals_whole_text_property(stream_toks, fragments, cuts, block_c
     assert streamed(tok, pieces, allowed, block_chars) == tok.encode(text, allowed)
 
 
-def test_split_batches_never_cuts_inside_a_special_token():
+def test_split_batches_never_cuts_inside_a_special_token(bpe):
     text = f"x{WS_SPECIAL}y {WS_SPECIAL} z" * 20
     pieces = bpe.split_batches(text, 1, [EOT, WS_SPECIAL])
     assert "".join(pieces) == text and len(pieces) > 20
@@ -281,7 +295,7 @@ MULTIBYTE = "a" + "é日🤗 " * 1000 + f"\r\nline\r\n{EOT}\n" + "tail  end\n" *
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".txt.xz"])
-def test_read_blocks_equals_read_text(tmp_path, suffix):
+def test_read_blocks_equals_read_text(bpe, tmp_path, suffix):
     path = tmp_path / f"corpus{suffix}"
     _write(path, MULTIBYTE)
     for max_chars in [None, 0, 10, 9999]:
@@ -292,7 +306,7 @@ def test_read_blocks_equals_read_text(tmp_path, suffix):
                 assert "".join(bpe.read_blocks(path, max_chars, block_chars)) == expected
 
 
-def test_encode_file_streams_with_max_chars(tmp_path, tok):
+def test_encode_file_streams_with_max_chars(bpe, tmp_path, tok):
     path = tmp_path / "corpus.txt.xz"
     _write(path, MULTIBYTE)
     for max_chars in [None, 12345]:
@@ -302,7 +316,7 @@ def test_encode_file_streams_with_max_chars(tmp_path, tok):
     assert tok.encode_file(path, max_chars=0).tolist() == []
 
 
-def test_streaming_memory_stays_bounded(tmp_path):
+def test_streaming_memory_stays_bounded(bpe, tmp_path):
     """Encode a 1 MB file while tracemalloc watches: peak Python memory stays under 200 KB. (The whole text
     at once would need far more: 1 MB of text plus a list of ~300k chunk strings.)"""
     rng = random.Random(0)
@@ -332,10 +346,9 @@ def test_streaming_memory_stays_bounded(tmp_path):
     assert (n_tokens, id_sum) == (repeats * len(unit_ids), repeats * sum(unit_ids))
 
 
-def test_data_cache_streams_an_xz_file(tmp_path, tok):
+def test_data_cache_streams_an_xz_file(bpe, part, tmp_path, tok):
     """data.py end to end: .txt.xz -> uint16 memmap in the cache folder, the ids of the whole text."""
-    data = load_part("part4_scaling", "data")
-    tokenizer = load_part("part4_scaling", "tokenizer")
+    data, tokenizer = load_part(part, "data", "tokenizer")
     path, cache = tmp_path / "books.txt.xz", tmp_path / "cache"
     _write(path, MULTIBYTE)
     text = bpe.read_text(path)
