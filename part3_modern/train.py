@@ -240,4 +240,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
 
 
 if __name__ == "__main__":
-    main(*parse_configs())
+    try:
+        main(*parse_configs())
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (reading data, sampling)
+        raise cli.interrupted("stopped at once; out_dir keeps the files of the last finished save") from None

@@ -633,5 +633,5 @@ def sample_from_best(ckpt_path, tok, reference_text, train_cfg, device, autocast
 if __name__ == "__main__":
     try:
         main(*parse_configs())
-    except KeyboardInterrupt:  # Ctrl-C while preparing data or sampling, or pressed twice while training
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (reading data, sampling)
         raise cli.interrupted("stopped at once; out_dir keeps the files of the last finished save") from None
