@@ -36,6 +36,8 @@ class TrainConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.max_steps < 1 or self.log_interval < 1:
             raise ValueError("--max_steps and --log_interval must be >= 1")
+        if not 0 <= self.seed < 2**63:  # torch's seeds are 64-bit integers
+            raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
 
 
 def parse_configs(argv=None, model_defaults=None):

@@ -22,11 +22,14 @@ REBUILD = ("error: data file {} not found; it is not in the repository (too big)
            "`python part4_scaling/prepare_data.py --rest` (data/SOURCES.md names its source)")
 
 
-def check_files(paths):
-    """Every data file exists: checked before the minutes of tokenizer training and tokenizing, not after."""
+def check_inputs(paths, cache_dir):
+    """Every data file exists and cache_dir is not a file: checked before the minutes of tokenizer
+    training and tokenizing, not after them."""
     for path in paths:
         if not os.path.isfile(path):
             raise SystemExit((REBUILD if "gutenberg_train_b" in os.path.basename(path) else NOT_FOUND).format(path))
+    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise SystemExit(f"error: --cache_dir {cache_dir} is a file, not a folder; pass another --cache_dir")
 
 
 def read_text(path, max_chars=0):

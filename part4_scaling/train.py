@@ -28,7 +28,7 @@ import torch
 
 import cli
 from checkpoint import load_checkpoint, prepare_out_dir, read_checkpoint, save_checkpoint
-from data import check_files, load_tokenizer, load_tokens, stored_tokenizer, tokenizer_to_dict
+from data import check_inputs, load_tokenizer, load_tokens, stored_tokenizer, tokenizer_to_dict
 from distributed import finish_distributed, mean_over_processes, setup_distributed, wrap_model
 from logger import RunLogger
 from model import GPT, GPTConfig
@@ -90,6 +90,8 @@ class TrainConfig:
             raise ValueError(f"--beta2 must be in [0, 1), got {self.beta2}")
         if self.sample_tokens < 0:
             raise ValueError(f"--sample_tokens must be >= 0, got {self.sample_tokens}")
+        if not 0 <= self.seed < 2**63:  # torch's seeds are 64-bit integers
+            raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
         if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
         if min(self.grad_accum_steps, self.ckpt_interval, self.tokenizer_chars) < 1:
@@ -100,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"--decay_fraction must be between 0 and 1, got {self.decay_fraction}")
         if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"--dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
+        if not data_paths(self):
+            raise ValueError("--data must name at least one file")
         if self.stop_after < 0 or self.max_chars < 0:
             raise ValueError("--stop_after and --max_chars must be >= 0 (0: off)")
         if self.tokenizer not in ("bpe", "bytes"):
@@ -374,7 +378,8 @@ def peak_flops(device):
 # 2.4 The training loop, written out, in named steps: setup_run -> load_splits -> build_training ->
 # train_loop -> finish_run
 def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
-    check_files(data_paths(train_cfg) + [p for p in [train_cfg.val_data] if p])  # before any slow tokenizing
+    # inputs first: a missing file must not show up after minutes of tokenizer training
+    check_inputs(data_paths(train_cfg) + [p for p in [train_cfg.val_data] if p], train_cfg.cache_dir)
     run = setup_run(train_cfg)
     resumed = load_checkpoint(train_cfg.resume, run.device) if train_cfg.resume else None
     if resumed:  # the stored model, not the command line, sets the block size the data is checked against
@@ -521,6 +526,7 @@ class CtrlC:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
 
     def __enter__(self):
+        self.enabled = self.enabled and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # nohup: stays ignored
         if self.enabled:
             self.previous = signal.signal(signal.SIGINT, self.press)
         return self
@@ -535,7 +541,6 @@ class CtrlC:
         self.pressed = True
         print("\nCtrl-C: stopping after this step and saving last.pt (press again to stop at once)",
               file=sys.stderr, flush=True)
-
 
 
 def evaluate(model, splits, tok, step, elapsed, cfg: TrainConfig, run: Run, log):

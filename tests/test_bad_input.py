@@ -61,10 +61,11 @@ BAD_VALUES = {
     "window": ["-1"], "n_sink": ["-1"],
     # strict booleans: "maybe" is not False
     "bias": ["maybe"], "use_sdpa": ["maybe"], "compile": ["maybe"], "tensorboard": ["maybe"], "overwrite": ["maybe"],
+    "seed": ["-1", str(2**70)],
 }
 # Flags where any value of the right type is fine, or whose bad values are tested by behaviour below
 # (paths, devices). A new flag must go into BAD_VALUES or here: test_every_flag_is_covered.
-ANY_VALUE = {"seed", "target_loss", "data", "val_data", "out_dir", "cache_dir", "resume", "device", "preset"}
+ANY_VALUE = {"target_loss", "data", "val_data", "out_dir", "cache_dir", "resume", "device", "preset"}
 
 FLAG_CASES = [(part, flag, value) for part in TRAIN_PARTS for flag in config_fields(part) if flag in BAD_VALUES
               for value in BAD_VALUES[flag]]
@@ -158,6 +159,9 @@ def test_a_second_run_does_not_replace_the_first(part, tmp_path, capsys):
 def test_out_dir_that_is_a_file_is_one_line(part, tmp_path, capsys):
     (tmp_path / "taken").write_text("a file")
     exits_with_one_line(capsys, lambda: run(part, tmp_path / "taken"), "--out_dir")
+    if "cache_dir" in config_fields(part):
+        (tmp_path / "cache").write_text("a file")
+        exits_with_one_line(capsys, lambda: run(part, tmp_path / "out"), "--cache_dir")
 
 
 @pytest.mark.parametrize("part", [part for part, _ in parts_defining("prepare_out_dir", ["checkpoint"])])
@@ -288,6 +292,7 @@ def test_missing_data_is_found_before_any_tokenizing(part, tmp_path, capsys):
     assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
     exits_with_one_line(capsys, lambda: run(part, tmp_path / "out", "--val_data", str(tmp_path / "nope.txt")),
                         "nope.txt")
+    exits_with_one_line(capsys, lambda: load_part(part, "train").parse_configs(["--data", ","]), "--data")
 
 
 # ----------------------------------------------------------------------------------------------------
