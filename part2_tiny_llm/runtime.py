@@ -22,6 +22,8 @@ def check_device(name):
         device = torch.device(name)
     except RuntimeError:
         raise SystemExit(f"error: --device {name!r} is not a device name; use auto, cpu, cuda, cuda:1 or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):  # e.g. "meta": tensors without data, nothing to train
+        raise SystemExit(f"error: --device {name!r} is not a device this course runs on; use auto, cpu, cuda or mps")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise SystemExit(f"error: --device {name} but torch sees {torch.cuda.device_count()} CUDA GPU(s) here; "
                          "use --device auto (or cpu)")

@@ -125,6 +125,14 @@ def estimate_loss(model, splits, block_size, batch_size, eval_iters, device, see
     return out
 
 
+def check_not_diverged(val_loss, vocab_size, step):
+    """Stop a run whose val loss is nan/inf or far worse than guessing every token uniformly (ln vocab_size):
+    it diverged (too high a learning rate, for example) and more steps would only waste time."""
+    if not val_loss < 2 * math.log(vocab_size):  # subtle: nan fails this test too
+        raise SystemExit(f"error: val loss {val_loss:.4g} at step {step} is far above {math.log(vocab_size):.2f} "
+                         "(guessing uniformly): training diverged; lower --lr (the best checkpoint so far is kept)")
+
+
 def plot_losses(history, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -216,6 +224,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
                                        train_cfg.eval_iters, device)
                 history.append({"step": step, "time": time.time() - t_start, **losses})
                 print(f"step {step:5d} | train {losses['train']:.4f} | val {losses['val']:.4f}")
+                check_not_diverged(losses["val"], model_cfg.vocab_size, step)
                 if losses["val"] < best_val:  # keep the best model, not the last (later steps may overfit)
                     best_val = losses["val"]
                     save_checkpoint(ckpt_path, model, model_cfg, step, best_val)
@@ -246,3 +255,7 @@ if __name__ == "__main__":
         main(*parse_configs())
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (reading data, sampling)
         raise cli.interrupted("stopped at once; out_dir keeps the files of the last finished save") from None
+    except RuntimeError as e:  # the allocators of CPU, CUDA and MPS say it in these words
+        if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+            raise
+        raise SystemExit("error: out of memory; lower --batch_size (or --block_size, --n_embd, --n_layer)") from None

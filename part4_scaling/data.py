@@ -23,13 +23,15 @@ REBUILD = ("error: data file {} not found; it is not in the repository (too big)
 
 
 def check_inputs(paths, cache_dir):
-    """Every data file exists and cache_dir is not a file: checked before the minutes of tokenizer
+    """Every data file exists and cache_dir can be made: checked before the minutes of tokenizer
     training and tokenizing, not after them."""
     for path in paths:
         if not os.path.isfile(path):
             raise SystemExit((REBUILD if "gutenberg_train_b" in os.path.basename(path) else NOT_FOUND).format(path))
-    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
-        raise SystemExit(f"error: --cache_dir {cache_dir} is a file, not a folder; pass another --cache_dir")
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission, a read-only disk
+        raise SystemExit(f"error: cannot create --cache_dir {cache_dir} ({e.strerror}); pass another --cache_dir")
 
 
 def read_text(path, max_chars=0):

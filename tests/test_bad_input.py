@@ -87,6 +87,7 @@ def test_every_flag_is_covered(part):
 def test_a_device_this_machine_lacks_is_one_line(part, capsys):
     runtime = load_part(part, "runtime")
     exits_with_one_line(capsys, lambda: runtime.pick_device("gpu"), "--device")
+    exits_with_one_line(capsys, lambda: runtime.pick_device("meta"), "--device")
     if not torch.cuda.is_available():
         exits_with_one_line(capsys, lambda: runtime.pick_device("cuda"), "--device auto")
     exits_with_one_line(capsys, lambda: runtime.pick_device(f"cuda:{torch.cuda.device_count()}"), "--device")
@@ -106,10 +107,8 @@ FAST = {
 
 def fast_args(part, out_dir, *extra):
     known = [p for p in FAST if number(p) <= number(part)]  # a part not listed runs like the part before it
-    args = [*FAST[max(known, key=number)], *MODEL, "--out_dir", str(out_dir), *extra]
-    if "cache_dir" in config_fields(part):
-        args += ["--cache_dir", str(out_dir.parent / "cache")]
-    return args
+    cache = ["--cache_dir", str(out_dir.parent / "cache")] if "cache_dir" in config_fields(part) else []
+    return [*FAST[max(known, key=number)], *MODEL, *cache, "--out_dir", str(out_dir), *extra]  # extra wins
 
 
 def number(part):
@@ -146,7 +145,7 @@ def test_a_second_run_does_not_replace_the_first(part, tmp_path, capsys):
     exits_with_one_line(capsys, lambda: run(part, out), "--overwrite true", "--out_dir")
     assert (out / "best.pt").read_bytes() == b"the good model"
     assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 1.0}\n'
-    assert not (tmp_path / "cache").exists(), "refused only after tokenizing"
+    assert not any((tmp_path / "cache").glob("*")), "refused only after tokenizing"
     (out / "last.pt").write_bytes(b"a stale last.pt")  # --overwrite: the old run's files go, none is mixed in
     run(part, out, "--overwrite", "true")
     assert (out / "best.pt").read_bytes() != b"the good model"
@@ -155,13 +154,25 @@ def test_a_second_run_does_not_replace_the_first(part, tmp_path, capsys):
         torch.load(out / "last.pt", weights_only=True)  # the new run's, not the stale bytes
 
 
+@pytest.mark.parametrize("part", [part for part, _ in parts_defining("check_not_diverged", ["train"])])
+def test_a_diverged_run_stops_with_one_line(part, tmp_path, capsys):
+    """lr 100 sends the val loss far above ln(256) = 5.5 (guessing uniformly) within 2 steps."""
+    exits_with_one_line(capsys, lambda: run(part, tmp_path / "out", "--lr", "100", "--max_steps", "4",
+                                            "--eval_interval", "2"), "diverged", "--lr")
+    train = load_part(part, "train")
+    train.check_not_diverged(5.0, 256, step=1)  # worse than a trained model, but not diverged
+    with pytest.raises(SystemExit):
+        train.check_not_diverged(float("nan"), 256, step=1)
+
+
 @pytest.mark.parametrize("part", OUT_PARTS)
 def test_out_dir_that_is_a_file_is_one_line(part, tmp_path, capsys):
     (tmp_path / "taken").write_text("a file")
     exits_with_one_line(capsys, lambda: run(part, tmp_path / "taken"), "--out_dir")
     if "cache_dir" in config_fields(part):
-        (tmp_path / "cache").write_text("a file")
-        exits_with_one_line(capsys, lambda: run(part, tmp_path / "out"), "--cache_dir")
+        (tmp_path / "not_a_folder").write_text("a file")
+        exits_with_one_line(capsys, lambda: run(part, tmp_path / "out", "--cache_dir", str(tmp_path / "not_a_folder")),
+                            "--cache_dir")
 
 
 @pytest.mark.parametrize("part", [part for part, _ in parts_defining("prepare_out_dir", ["checkpoint"])])
