@@ -5,7 +5,7 @@ import torch
 
 
 def pick_device(name="auto"):
-    """auto picks cuda, then mps (Apple GPUs), then cpu; any other name (cuda:1, cpu) is used as given."""
+    """auto picks cuda, then mps (Apple GPUs), then cpu; any other name (cuda:1, cpu) is checked, then used."""
     if name != "auto":
         check_device(name)
         return name

@@ -32,7 +32,7 @@ def prepare_out_dir(out_dir, overwrite=False, resume=""):
         raise SystemExit(f"error: cannot create --out_dir {out_dir} ({e.strerror}); pass another --out_dir") from None
     if not os.access(out_dir, os.W_OK):
         raise SystemExit(f"error: --out_dir {out_dir} is not writable; pass another --out_dir")
-    if resume and os.path.samefile(os.path.dirname(os.path.abspath(resume)), out_dir):
+    if resume and os.path.isfile(resume) and os.path.samefile(os.path.dirname(os.path.abspath(resume)), out_dir):
         return  # continuing the run that lives here
     found = [name for name in RUN_FILES if os.path.exists(os.path.join(out_dir, name))]
     if found and not overwrite:

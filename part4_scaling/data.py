@@ -19,7 +19,7 @@ NOT_FOUND = "error: data file {} not found; run from the repo root or pass --dat
 EMPTY = "error: data file {} is empty; pass --data with a text file"
 NOT_TEXT = "error: cannot read {} as UTF-8 text ({}); pass a .txt or .txt.xz file"
 REBUILD = ("error: data file {} not found; it is not in the repository (too big): rebuild it with "
-           "`python part4_scaling/prepare_data.py --rest` (data/SOURCES.md names its source)")
+           "`python part4_scaling/prepare_data.py --source FOLDER_WITH_THE_FULL_XZ --rest` (see data/SOURCES.md)")
 
 
 def check_inputs(paths, cache_dir):
