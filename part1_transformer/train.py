@@ -32,10 +32,12 @@ class TrainConfig:
     device: str = "auto"        # auto picks cuda, then mps, then cpu
 
     def __post_init__(self):  # bad values fail here, as one line, before any work starts
-        if self.lr <= 0:
+        if not 0 < self.lr < float("inf"):  # subtle: written so that nan fails too
             raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.max_steps < 1:
-            raise ValueError("--max_steps must be >= 1")
+        if self.max_steps < 1 or self.log_interval < 1:
+            raise ValueError("--max_steps and --log_interval must be >= 1")
+        if not 0 <= self.seed < 2**63:  # torch's seeds are 64-bit integers
+            raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
 
 
 def parse_configs(argv=None, model_defaults=None):
@@ -84,4 +86,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
 
 
 if __name__ == "__main__":
-    main(*parse_configs(model_defaults={"block_size": 32, "n_layer": 2, "n_embd": 64}))
+    try:
+        main(*parse_configs(model_defaults={"block_size": 32, "n_layer": 2, "n_embd": 64}))
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (Part 1 writes nothing to disk)
+        raise cli.interrupted("Part 1 keeps nothing on disk; run it again (about 10 s)") from None

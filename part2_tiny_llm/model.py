@@ -38,6 +38,11 @@ class GPTConfig:
     use_sdpa: bool = True      # fast path: F.scaled_dot_product_attention (same math, fused kernel)
 
     def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:  # subtle: also refuses nan, which compares False with everything
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.pos_embedding not in ("learned", "sinusoidal"):

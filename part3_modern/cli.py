@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import io
 import os
+import sys
 import tokenize
 
 
@@ -93,6 +94,13 @@ def parse_args(argv, description, config_classes, defaults=None, presets=None):
     except ValueError as e:  # the dataclasses check their own values (__post_init__)
         parser.error(str(e))
     return configs, given
+
+
+def interrupted(message):
+    """Ctrl-C ends a run with one line saying what was kept, and exit status 130 (what a shell reports for
+    Ctrl-C), instead of a KeyboardInterrupt traceback. Use: `raise cli.interrupted("best.pt is kept")`."""
+    print(f"\ninterrupted: {message}", file=sys.stderr, flush=True)
+    return SystemExit(130)
 
 
 def chosen_preset(argv, description, config_classes, defaults, presets):

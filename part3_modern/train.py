@@ -17,7 +17,7 @@ import regex
 import torch
 
 import cli
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, prepare_out_dir, save_checkpoint
 from model import GPT, GPTConfig
 from optim import AdamW, clip_grad_norm
 from runtime import pick_device
@@ -28,6 +28,7 @@ from tokenizer import ByteTokenizer
 class TrainConfig:
     data: str = "data/shakespeare_100k.txt"  # a UTF-8 text file
     out_dir: str = "out/part3"  # best.pt, loss.png
+    overwrite: bool = False     # replace an earlier run's results in out_dir (else such a folder is refused)
     val_fraction: float = 0.1   # the last 10% of the text is held out
     batch_size: int = 12        # sequences per step
     max_steps: int = 2000       # optimizer steps
@@ -46,14 +47,25 @@ class TrainConfig:
     device: str = "auto"        # auto picks cuda, then mps, then cpu
 
     def __post_init__(self):  # bad values fail here, as one line, before any work starts
-        if self.lr <= 0:
+        if not 0 < self.lr < float("inf"):  # subtle: written so that nan fails too
             raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
-        if self.max_steps < 1 or self.batch_size < 1 or self.eval_iters < 1 or self.eval_interval < 1:
-            raise ValueError("--max_steps, --batch_size, --eval_iters and --eval_interval must be >= 1")
+        if min(self.max_steps, self.batch_size, self.eval_iters, self.eval_interval, self.log_interval) < 1:
+            raise ValueError("--max_steps, --batch_size, --eval_iters, --eval_interval and --log_interval "
+                             "must be >= 1")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"--val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if not 0 < self.grad_clip < float("inf"):  # a negative clip flips the gradient: training runs uphill
+            raise ValueError(f"--grad_clip must be > 0, got {self.grad_clip}")
+        if not 0 <= self.weight_decay < float("inf"):  # a negative decay pushes the weights away from 0
+            raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.beta2 < 1:
+            raise ValueError(f"--beta2 must be in [0, 1), got {self.beta2}")
+        if self.sample_tokens < 0:
+            raise ValueError(f"--sample_tokens must be >= 0, got {self.sample_tokens}")
+        if not 0 <= self.seed < 2**63:  # torch's seeds are 64-bit integers
+            raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
 
 
 def parse_configs(argv=None, model_defaults=None):
@@ -68,8 +80,11 @@ def parse_configs(argv=None, model_defaults=None):
 def load_text(path):
     if not os.path.isfile(path):
         raise SystemExit(f"error: data file {path} not found; run from the repo root or pass --data PATH")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"error: data file {path} is not UTF-8 text (byte {e.start}); pass --data with a text file")
     if not text:
         raise SystemExit(f"error: data file {path} is empty; pass --data with a text file")
     return text
@@ -108,6 +123,14 @@ def estimate_loss(model, splits, block_size, batch_size, eval_iters, device, see
         out[name] = sum(losses) / len(losses)
     model.train()
     return out
+
+
+def check_not_diverged(val_loss, vocab_size, step):
+    """Stop a run whose val loss is nan/inf or far worse than guessing every token uniformly (ln vocab_size):
+    it diverged (too high a learning rate, for example) and more steps would only waste time."""
+    if not val_loss < 2 * math.log(vocab_size):  # subtle: nan fails this test too
+        raise SystemExit(f"error: val loss {val_loss:.4g} at step {step} is far above {math.log(vocab_size):.2f} "
+                         "(guessing uniformly): training diverged; lower --lr (the best checkpoint so far is kept)")
 
 
 def plot_losses(history, path):
@@ -160,13 +183,13 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
     torch.manual_seed(train_cfg.seed)
     gen = torch.Generator().manual_seed(train_cfg.seed)
     device = pick_device(train_cfg.device)
-    os.makedirs(train_cfg.out_dir, exist_ok=True)
 
     # --- data
     tok = ByteTokenizer()
     text = load_text(train_cfg.data)
     train_data, val_data = split_data(tok.encode(text), train_cfg.val_fraction, model_cfg.block_size)
     splits = {"train": train_data, "val": val_data}
+    prepare_out_dir(train_cfg.out_dir, train_cfg.overwrite)  # after the input checks: a typo deletes nothing
 
     # --- model and optimizer
     model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
@@ -180,32 +203,37 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
     history, best_val, reached_at = [], float("inf"), None
     ckpt_path = os.path.join(train_cfg.out_dir, "best.pt")
     t_start = time.time()
-    for step in range(1, train_cfg.max_steps + 1):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step - 1, train_cfg)
-        x, y = get_batch(train_data, model_cfg.block_size, train_cfg.batch_size, gen)
-        _, loss = model(x.to(device), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_grad_norm(model.parameters(), train_cfg.grad_clip)  # tames rare loss spikes
-        optimizer.step()
+    try:
+        for step in range(1, train_cfg.max_steps + 1):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step - 1, train_cfg)
+            x, y = get_batch(train_data, model_cfg.block_size, train_cfg.batch_size, gen)
+            _, loss = model(x.to(device), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_grad_norm(model.parameters(), train_cfg.grad_clip)  # tames rare loss spikes
+            optimizer.step()
 
-        elapsed = time.time() - t_start
-        if step % train_cfg.log_interval == 0 or step == 1:
-            eta = elapsed / step * (train_cfg.max_steps - step)
-            print(f"step {step:5d} | loss {loss.item():.4f} | {tokens_per_step * step / elapsed:,.0f} tok/s "
-                  f"| {elapsed:.0f}s elapsed, ETA {eta:.0f}s")
-        if step % train_cfg.eval_interval == 0 or step == train_cfg.max_steps:
-            losses = estimate_loss(model, splits, model_cfg.block_size, train_cfg.batch_size,
-                                   train_cfg.eval_iters, device)
-            history.append({"step": step, "time": time.time() - t_start, **losses})
-            print(f"step {step:5d} | train {losses['train']:.4f} | val {losses['val']:.4f}")
-            if losses["val"] < best_val:  # keep the best model, not the last (later steps may overfit)
-                best_val = losses["val"]
-                save_checkpoint(ckpt_path, model, model_cfg, step, best_val)
-            if reached_at is None and losses["val"] <= train_cfg.target_loss:
-                reached_at = history[-1]
-                print(f"reached val {train_cfg.target_loss} at step {step}, {reached_at['time']:.1f}s")
+            elapsed = time.time() - t_start
+            if step % train_cfg.log_interval == 0 or step == 1:
+                eta = elapsed / step * (train_cfg.max_steps - step)
+                print(f"step {step:5d} | loss {loss.item():.4f} | {tokens_per_step * step / elapsed:,.0f} tok/s "
+                      f"| {elapsed:.0f}s elapsed, ETA {eta:.0f}s")
+            if step % train_cfg.eval_interval == 0 or step == train_cfg.max_steps:
+                losses = estimate_loss(model, splits, model_cfg.block_size, train_cfg.batch_size,
+                                       train_cfg.eval_iters, device)
+                history.append({"step": step, "time": time.time() - t_start, **losses})
+                print(f"step {step:5d} | train {losses['train']:.4f} | val {losses['val']:.4f}")
+                check_not_diverged(losses["val"], model_cfg.vocab_size, step)
+                if losses["val"] < best_val:  # keep the best model, not the last (later steps may overfit)
+                    best_val = losses["val"]
+                    save_checkpoint(ckpt_path, model, model_cfg, step, best_val)
+                if reached_at is None and losses["val"] <= train_cfg.target_loss:
+                    reached_at = history[-1]
+                    print(f"reached val {train_cfg.target_loss} at step {step}, {reached_at['time']:.1f}s")
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept instead of a traceback
+        kept = f"{ckpt_path} holds the best model so far (val {best_val:.4f})" if history else "nothing was saved"
+        raise cli.interrupted(f"at step {step}; {kept}") from None
     wall = time.time() - t_start
     plot_losses(history, os.path.join(train_cfg.out_dir, "loss.png"))
 
@@ -223,4 +251,11 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
 
 
 if __name__ == "__main__":
-    main(*parse_configs())
+    try:
+        main(*parse_configs())
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (reading data, sampling)
+        raise cli.interrupted("stopped at once; out_dir keeps the files of the last finished save") from None
+    except RuntimeError as e:  # the allocators of CPU, CUDA and MPS say it in these words
+        if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+            raise
+        raise SystemExit("error: out of memory; lower --batch_size (or --block_size, --n_embd, --n_layer)") from None

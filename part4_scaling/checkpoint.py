@@ -17,6 +17,30 @@ import torch
 from model import GPT, GPTConfig
 
 ARCH = "gpt"  # the model family; what a model looks like inside the family is in "model_config"
+RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "results.json", "loss.png")  # what a run leaves in --out_dir
+
+
+def prepare_out_dir(out_dir, overwrite=False, resume=""):
+    """Create --out_dir for a run, or exit with one line. A folder that holds an earlier run's results is
+    refused, so running the same command twice never silently replaces a good model; overwrite=True deletes
+    those files first (old and new results never mix); a run resumed from a last.pt in out_dir continues it."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SystemExit(f"error: --out_dir {out_dir} is a file, not a folder; pass another --out_dir")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: cannot create --out_dir {out_dir} ({e.strerror}); pass another --out_dir") from None
+    if not os.access(out_dir, os.W_OK):
+        raise SystemExit(f"error: --out_dir {out_dir} is not writable; pass another --out_dir")
+    if resume and os.path.isfile(resume) and os.path.samefile(os.path.dirname(os.path.abspath(resume)), out_dir):
+        return  # continuing the run that lives here
+    found = [name for name in RUN_FILES if os.path.exists(os.path.join(out_dir, name))]
+    if found and not overwrite:
+        hint = f", --resume {os.path.join(out_dir, 'last.pt')} to continue it" if "last.pt" in found else ""
+        raise SystemExit(f"error: {out_dir} already holds a run ({', '.join(found)}); pass --overwrite true to "
+                         f"replace it{hint}, or another --out_dir")
+    for name in found:
+        os.remove(os.path.join(out_dir, name))
 
 
 def save_checkpoint(path, model, model_cfg, step, val_loss, extra=None):

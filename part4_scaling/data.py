@@ -17,13 +17,31 @@ from tokenizer import ByteTokenizer
 
 NOT_FOUND = "error: data file {} not found; run from the repo root or pass --data PATH"
 EMPTY = "error: data file {} is empty; pass --data with a text file"
+NOT_TEXT = "error: cannot read {} as UTF-8 text ({}); pass a .txt or .txt.xz file"
+REBUILD = ("error: data file {} not found; it is not in the repository (too big): rebuild it with "
+           "`python part4_scaling/prepare_data.py --source FOLDER_WITH_THE_FULL_XZ --rest` (see data/SOURCES.md)")
+
+
+def check_inputs(paths, cache_dir):
+    """Every data file exists and cache_dir can be made: checked before the minutes of tokenizer
+    training and tokenizing, not after them."""
+    for path in paths:
+        if not os.path.isfile(path):
+            raise SystemExit((REBUILD if "gutenberg_train_b" in os.path.basename(path) else NOT_FOUND).format(path))
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission, a read-only disk
+        raise SystemExit(f"error: cannot create --cache_dir {cache_dir} ({e.strerror}); pass another --cache_dir")
 
 
 def read_text(path, max_chars=0):
     """Read a .txt or .txt.xz file; max_chars > 0 keeps only the start. Exits with a one-line message."""
     if not os.path.isfile(path):
         raise SystemExit(NOT_FOUND.format(path))
-    text = bpe.read_text(path, max_chars if max_chars > 0 else None)
+    try:
+        text = bpe.read_text(path, max_chars if max_chars > 0 else None)
+    except (UnicodeDecodeError, lzma.LZMAError, EOFError) as e:
+        raise SystemExit(NOT_TEXT.format(path, type(e).__name__)) from None
     if not text:
         raise SystemExit(EMPTY.format(path))
     return text
@@ -47,6 +65,21 @@ def load_tokenizer(kind, vocab_size, train_files, cache_dir, train_chars):
     tok.save(path + ".tmp")
     os.replace(path + ".tmp", path)
     return tok, _file_id(path)
+
+
+def stored_tokenizer(d, cache_dir):
+    """4.4 --resume: the checkpoint's own tokenizer, never the cache's (a different cache_dir or a retrained
+    BPE would feed the model other ids). Its id is the hash of its saved file, as in load_tokenizer, so the
+    token ids cached when the run started are reused."""
+    tok = tokenizer_from_dict(d)
+    if d["kind"] == "bytes":
+        return tok, "bytes"
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = os.path.join(cache_dir, f"resume-{os.getpid()}.json.tmp")
+    tok.save(tmp)
+    tok_id = _file_id(tmp)
+    os.remove(tmp)
+    return tok, tok_id
 
 
 def _file_id(path):
@@ -91,8 +124,7 @@ def _write_tokens(path, tokenizer, max_chars, out):
                 n_tokens += len(ids)
     except (UnicodeDecodeError, lzma.LZMAError, EOFError) as e:
         os.remove(out)
-        raise SystemExit(f"error: cannot read {path} as UTF-8 text ({type(e).__name__}); pass a .txt or .txt.xz "
-                         "file") from None
+        raise SystemExit(NOT_TEXT.format(path, type(e).__name__)) from None
     return n_tokens
 
 

@@ -4,10 +4,16 @@
 # 1. the 10-50M-parameter model on the Gutenberg corpus (parts A + B), bf16, torch.compile
 # 2. byte-level tinyshakespeare: time to val loss 1.47
 # 3. a profile of 10 compiled training steps (where the GPU time goes)
-# Part B of the corpus is rebuilt beforehand with: python part4_scaling/prepare_data.py --rest
+# Part B of the corpus is rebuilt beforehand with: python part4_scaling/prepare_data.py --source FOLDER --rest
+# OUT_DIR must be new: train.py refuses to overwrite an earlier run's results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/gpu_milestone}
+if [ ! -f data/gutenberg_train_b.txt.xz ]; then  # checked before the first run, not after it
+    echo "error: data/gutenberg_train_b.txt.xz not found; rebuild it: python part4_scaling/prepare_data.py" \
+         "--source FOLDER_WITH_gutenberg_fiction_train.txt.xz --rest (see data/SOURCES.md)" >&2
+    exit 1
+fi
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/hardware.txt"

@@ -8,16 +8,23 @@ import time
 
 
 class RunLogger:
-    def __init__(self, out_dir, enabled=True, tensorboard=True, append=False):
+    """resume_step: a run resumed from a checkpoint of this step keeps the log up to it and drops the rows
+    written after it (the killed session's steps, which the resumed run does again): no duplicate rows."""
+
+    def __init__(self, out_dir, enabled=True, tensorboard=True, resume_step=None):
         self.enabled = enabled
         self.file = self.writer = None
         if not enabled:
             return
-        self.file = open(os.path.join(out_dir, "metrics.jsonl"), "a" if append else "w")
+        path = os.path.join(out_dir, "metrics.jsonl")
+        if resume_step is not None:
+            keep_rows_up_to(path, resume_step)
+        self.file = open(path, "a" if resume_step is not None else "w")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+                purge = None if resume_step is None else resume_step + 1  # TensorBoard's own way to drop them
+                self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"), purge_step=purge)
             except ImportError:  # optional: the JSONL log and the PNG plots do not need it
                 self.writer = None
 
@@ -40,3 +47,20 @@ class RunLogger:
             self.file.close()
         if self.writer:
             self.writer.close()
+
+
+def keep_rows_up_to(path, step):
+    """Rewrite the JSONL log without the rows after `step` (atomically: a crash here loses nothing)."""
+    if not os.path.isfile(path):
+        return
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    rows.append(line.rstrip("\n") + "\n")
+            except (ValueError, KeyError, TypeError):  # a line cut short when the run was killed
+                continue
+    with open(path + ".tmp", "w") as f:
+        f.writelines(rows)
+    os.replace(path + ".tmp", path)

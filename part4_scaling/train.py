@@ -14,8 +14,10 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,8 +27,8 @@ import regex
 import torch
 
 import cli
-from checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from data import load_tokenizer, load_tokens, tokenizer_to_dict
+from checkpoint import load_checkpoint, prepare_out_dir, read_checkpoint, save_checkpoint
+from data import check_inputs, load_tokenizer, load_tokens, stored_tokenizer, tokenizer_to_dict
 from distributed import finish_distributed, mean_over_processes, setup_distributed, wrap_model
 from logger import RunLogger
 from model import GPT, GPTConfig
@@ -45,6 +47,7 @@ class TrainConfig:
     tokenizer_chars: int = 5_000_000  # characters the BPE merges are learned from
     cache_dir: str = "data/cache"  # tokenizers and token ids, reused by later runs on the same data
     out_dir: str = "out/part4"  # best.pt, last.pt, metrics.jsonl, loss.png, results.json
+    overwrite: bool = False     # replace an earlier run's results in out_dir (else such a folder is refused)
     val_fraction: float = 0.1   # without --val_data: the last 10% of the text is held out
     batch_size: int = 16        # sequences per micro-batch per process
     grad_accum_steps: int = 1   # 4.2 micro-batches per optimizer step
@@ -72,19 +75,41 @@ class TrainConfig:
     device: str = "auto"        # auto picks cuda, then mps, then cpu
 
     def __post_init__(self):  # bad values fail here, as one line, before any work starts
-        if self.lr <= 0:
+        if not 0 < self.lr < float("inf"):  # subtle: written so that nan fails too
             raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
-        if min(self.max_steps, self.batch_size, self.eval_iters, self.eval_interval, self.grad_accum_steps) < 1:
-            raise ValueError("--max_steps, --batch_size, --eval_iters, --eval_interval and --grad_accum_steps "
+        if min(self.max_steps, self.batch_size, self.eval_iters, self.eval_interval, self.log_interval) < 1:
+            raise ValueError("--max_steps, --batch_size, --eval_iters, --eval_interval and --log_interval "
                              "must be >= 1")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"--val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if not 0 < self.grad_clip < float("inf"):  # a negative clip flips the gradient: training runs uphill
+            raise ValueError(f"--grad_clip must be > 0, got {self.grad_clip}")
+        if not 0 <= self.weight_decay < float("inf"):  # a negative decay pushes the weights away from 0
+            raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.beta2 < 1:
+            raise ValueError(f"--beta2 must be in [0, 1), got {self.beta2}")
+        if self.sample_tokens < 0:
+            raise ValueError(f"--sample_tokens must be >= 0, got {self.sample_tokens}")
+        if not 0 <= self.seed < 2**63:  # torch's seeds are 64-bit integers
+            raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("--warmup_steps must be >= 0 and --min_lr_ratio between 0 and 1")
+        if min(self.grad_accum_steps, self.ckpt_interval, self.tokenizer_chars) < 1:
+            raise ValueError("--grad_accum_steps, --ckpt_interval and --tokenizer_chars must be >= 1")
         if self.schedule not in ("cosine", "wsd", "constant"):
             raise ValueError(f"--schedule must be cosine, wsd or constant, got {self.schedule!r}")
+        if not 0 <= self.decay_fraction <= 1:
+            raise ValueError(f"--decay_fraction must be between 0 and 1, got {self.decay_fraction}")
         if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"--dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
+        if not data_paths(self):
+            raise ValueError("--data must name at least one file")
+        if self.stop_after < 0 or self.max_chars < 0:
+            raise ValueError("--stop_after and --max_chars must be >= 0 (0: off)")
+        if self.tokenizer not in ("bpe", "bytes"):
+            raise ValueError(f"--tokenizer must be bpe or bytes, got {self.tokenizer!r}")
+        if self.tokenizer == "bpe" and not 256 < self.bpe_vocab_size <= 1 << 16:  # token ids are cached as uint16
+            raise ValueError(f"--bpe_vocab_size must be between 257 and 65536, got {self.bpe_vocab_size}")
 
 
 # Named configurations. Flags given on the command line override them.
@@ -118,8 +143,8 @@ def parse_configs(argv=None, model_defaults=None):
 # 4.4 --resume continues the stored run, so its configs come from the checkpoint. A flag given on the
 # command line may change how this session runs (RESUME_FREE) or stretch the run (RESUME_WARN, with a
 # warning), but not the recipe or the model: that would be a new run, not a continuation.
-RESUME_FREE = {"preset", "resume", "stop_after", "out_dir", "cache_dir", "device", "compile", "tensorboard",
-               "log_interval", "ckpt_interval", "sample_tokens", "use_sdpa"}
+RESUME_FREE = {"preset", "resume", "stop_after", "out_dir", "overwrite", "cache_dir", "device", "compile",
+               "tensorboard", "log_interval", "ckpt_interval", "sample_tokens", "use_sdpa"}
 RESUME_WARN = {"max_steps", "eval_interval", "eval_iters", "target_loss", "dtype"}
 
 
@@ -167,9 +192,13 @@ def pick_dtype(requested, device):
 
 # ----------------------------------------------------------------------------------------------------
 # Data: token ids (uint16 memmap), split into train/val (2.6), sampled as shifted (x, y) pairs (2.2)
-def load_splits(cfg: TrainConfig, block_size):
-    paths = [p for p in cfg.data.split(",") if p]
-    tok, tok_id = load_tokenizer(cfg.tokenizer, cfg.bpe_vocab_size, paths, cfg.cache_dir, cfg.tokenizer_chars)
+def load_splits(cfg: TrainConfig, block_size, stored=None):
+    """stored: a resumed checkpoint's tokenizer, used instead of the cache's (which may have changed since)."""
+    paths = data_paths(cfg)
+    if stored:
+        tok, tok_id = stored_tokenizer(stored, cfg.cache_dir)
+    else:
+        tok, tok_id = load_tokenizer(cfg.tokenizer, cfg.bpe_vocab_size, paths, cfg.cache_dir, cfg.tokenizer_chars)
     train = load_tokens(paths, tok, tok_id, cfg.cache_dir, cfg.max_chars)
     if cfg.val_data:
         val = load_tokens([cfg.val_data], tok, tok_id, cfg.cache_dir, cfg.max_chars)
@@ -179,6 +208,10 @@ def load_splits(cfg: TrainConfig, block_size):
         raise SystemExit(f"error: the data is too short for block_size {block_size} "
                          f"({len(train)} train / {len(val)} val tokens); use a longer file or a smaller --block_size")
     return tok, train, val
+
+
+def data_paths(cfg: TrainConfig):
+    return [p for p in cfg.data.split(",") if p]
 
 
 def split_data(ids, val_fraction, block_size):
@@ -224,13 +257,15 @@ def estimate_loss(model, splits, block_size, batch_size, eval_iters, device, see
 
 # ----------------------------------------------------------------------------------------------------
 # 4.4 Checkpoints: last.pt holds everything needed to continue bit for bit (checkpoint.py writes it safely)
-def training_state(optimizer, scaler, generator, run, train_cfg):
-    """The parts of a run besides the weights: optimizer moments, loss scale, RNG streams and data position."""
+def training_state(optimizer, scaler, generator, run, train_cfg, elapsed):
+    """The parts of a run besides the weights: optimizer moments, loss scale, RNG streams and data position,
+    and the record so far (history, time and tokens seen), so results.json after a resume covers the whole run."""
     rng = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     return {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-            "history": run.history, "best_val": run.best_val, "train_config": dataclasses.asdict(train_cfg)}
+            "history": run.history, "best_val": run.best_val, "train_config": dataclasses.asdict(train_cfg),
+            "elapsed": elapsed, "tokens_seen": run.tokens_seen}
 
 
 def restore_training_state(ckpt, optimizer, scaler, generator):
@@ -241,6 +276,14 @@ def restore_training_state(ckpt, optimizer, scaler, generator):
     generator.set_state(rng["batches"])  # the data position: the next batch is the one we would have drawn
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
+
+
+def check_not_diverged(val_loss, vocab_size, step):
+    """Stop a run whose val loss is nan/inf or far worse than guessing every token uniformly (ln vocab_size):
+    it diverged (too high a learning rate, for example) and more steps would only waste time."""
+    if not val_loss < 2 * math.log(vocab_size):  # subtle: nan fails this test too
+        raise SystemExit(f"error: val loss {val_loss:.4g} at step {step} is far above {math.log(vocab_size):.2f} "
+                         "(guessing uniformly): training diverged; lower --lr (the best checkpoint so far is kept)")
 
 
 def plot_losses(history, path):
@@ -344,13 +387,17 @@ def peak_flops(device):
 # 2.4 The training loop, written out, in named steps: setup_run -> load_splits -> build_training ->
 # train_loop -> finish_run
 def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
+    # inputs first: a missing file must not show up after minutes of tokenizer training
+    check_inputs(data_paths(train_cfg) + [p for p in [train_cfg.val_data] if p], train_cfg.cache_dir)
     run = setup_run(train_cfg)
     resumed = load_checkpoint(train_cfg.resume, run.device) if train_cfg.resume else None
     if resumed:  # the stored model, not the command line, sets the block size the data is checked against
         model_cfg = resumed[0].config
-    tok, train_data, val_data = load_splits(train_cfg, model_cfg.block_size)
+    tok, train_data, val_data = load_splits(train_cfg, model_cfg.block_size,
+                                            resumed[1].get("tokenizer") if resumed else None)
     model, optimizer, scaler, gen = build_training(train_cfg, model_cfg, tok, run, resumed)
-    log = RunLogger(train_cfg.out_dir, enabled=run.master, tensorboard=train_cfg.tensorboard, append=bool(resumed))
+    log = RunLogger(train_cfg.out_dir, enabled=run.master, tensorboard=train_cfg.tensorboard,
+                    resume_step=run.start_step - 1 if resumed else None)
     log.text(f"device {run.device} x{run.world_size} | dtype {run.dtype} | {model.num_params():,} parameters | "
              f"vocab {tok.vocab_size} | {len(train_data):,} train / {len(val_data):,} val tokens | "
              f"{tokens_per_step(train_cfg, model.config, run):,} tokens per step"
@@ -376,6 +423,7 @@ class Run:
     reached: dict | None = None  # the history entry where val loss first reached --target_loss
     start_step: int = 1
     time_offset: float = 0.0     # wall time of the run before a resume
+    tokens_seen: int = 0         # training tokens so far, all sessions together
 
     @property
     def master(self):
@@ -387,7 +435,8 @@ def setup_run(cfg: TrainConfig):
     device = pick_device(cfg.device)
     rank, world_size, device = setup_distributed(device)
     torch.manual_seed(cfg.seed + rank)  # dropout differs per process; batches come from their own generator
-    os.makedirs(cfg.out_dir, exist_ok=True)
+    if rank == 0:  # only rank 0 writes to out_dir
+        prepare_out_dir(cfg.out_dir, cfg.overwrite, cfg.resume)
     dtype, autocast, _ = pick_dtype(cfg.dtype, device)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores where fp32 remains
@@ -413,7 +462,9 @@ def build_training(train_cfg, model_cfg, tok, run, resumed):
     if resumed:
         restore_training_state(ckpt, optimizer, scaler, gen)
         run.history, run.best_val, run.start_step = ckpt["history"], ckpt["best_val"], ckpt["step"] + 1
-        run.time_offset = run.history[-1]["time"] if run.history else 0.0
+        # .get: checkpoints written before these were stored
+        run.time_offset = ckpt.get("elapsed", run.history[-1]["time"] if run.history else 0.0)
+        run.tokens_seen = ckpt.get("tokens_seen", ckpt["step"] * tokens_per_step(train_cfg, model.config, run))
         run.reached = next((h for h in run.history if h["val"] <= train_cfg.target_loss), None)
     return model, optimizer, scaler, gen
 
@@ -433,35 +484,72 @@ def train_loop(model, optimizer, scaler, gen, splits, tok, cfg: TrainConfig, run
     speed.start(step)
     # GPU fast path: torch's multi-tensor clipping (0.89 ms against the course version's 1.92 ms on an H100)
     clip = torch.nn.utils.clip_grad_norm_ if run.device.startswith("cuda") else clip_grad_norm
-    for step in range(run.start_step, last_step + 1):
-        lr = lr_at(step - 1, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        micro = [get_batch(splits["train"], model.config.block_size, cfg.batch_size, gen, run.rank, run.world_size)
-                 for _ in range(cfg.grad_accum_steps)]
-        micro = [(to_device(x, run.device), to_device(y, run.device)) for x, y in micro]
-        loss = accumulate_gradients(fast, micro, run.autocast, scaler, ddp=run.world_size > 1)
-        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        grad_norm = clip(fast.parameters(), cfg.grad_clip)  # tames rare loss spikes
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+    last_pt = os.path.join(cfg.out_dir, "last.pt")
+    with CtrlC(enabled=run.world_size == 1) as ctrl_c:  # under torchrun, torchrun handles Ctrl-C
+        for step in range(run.start_step, last_step + 1):
+            lr = lr_at(step - 1, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            micro = [get_batch(splits["train"], model.config.block_size, cfg.batch_size, gen, run.rank,
+                               run.world_size) for _ in range(cfg.grad_accum_steps)]
+            micro = [(to_device(x, run.device), to_device(y, run.device)) for x, y in micro]
+            loss = accumulate_gradients(fast, micro, run.autocast, scaler, ddp=run.world_size > 1)
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            grad_norm = clip(fast.parameters(), cfg.grad_clip)  # tames rare loss spikes
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            run.tokens_seen += speed.tokens_per_step
 
-        if step % cfg.log_interval == 0 or step == 1:  # .item() waits for the GPU: only on log steps
-            loss, grad_norm = mean_over_processes(loss.item(), run.world_size, run.device), grad_norm.item()
-            tok_s, mfu = speed.measure(step)
-            eta = (time.time() - t_start) / (step - run.start_step + 1) * (last_step - step)
-            log.scalars(step, loss=loss, lr=lr, grad_norm=grad_norm, tokens_per_s=tok_s, mfu=mfu)
-            log.text(f"step {step:5d} | loss {loss:.4f} | lr {lr:.2e} | grad norm {grad_norm:.2f} | "
-                     f"{tok_s:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "") + f" | ETA {eta:.0f}s")
-        if step % cfg.eval_interval == 0 or step == last_step:
-            t_eval = time.time()
-            evaluate(model, splits, tok, step, run.time_offset + t_eval - t_start, cfg, run, log)
-            speed.exclude(time.time() - t_eval)  # tokens/s and MFU measure training steps, not evaluation
-        if run.master and (step % cfg.ckpt_interval == 0 or step == last_step):
-            save_checkpoint(os.path.join(cfg.out_dir, "last.pt"), model, model.config, step, run.best_val,
-                            {"tokenizer": tokenizer_to_dict(tok), **training_state(optimizer, scaler, gen, run, cfg)})
+            if step % cfg.log_interval == 0 or step == 1:  # .item() waits for the GPU: only on log steps
+                loss, grad_norm = mean_over_processes(loss.item(), run.world_size, run.device), grad_norm.item()
+                tok_s, mfu = speed.measure(step)
+                eta = (time.time() - t_start) / (step - run.start_step + 1) * (last_step - step)
+                log.scalars(step, loss=loss, lr=lr, grad_norm=grad_norm, tokens_per_s=tok_s, mfu=mfu)
+                log.text(f"step {step:5d} | loss {loss:.4f} | lr {lr:.2e} | grad norm {grad_norm:.2f} | "
+                         f"{tok_s:,.0f} tok/s" + (f" | MFU {mfu:.1%}" if mfu else "") + f" | ETA {eta:.0f}s")
+            if step % cfg.eval_interval == 0 or step == last_step:
+                t_eval = time.time()
+                evaluate(model, splits, tok, step, run.time_offset + t_eval - t_start, cfg, run, log)
+                speed.exclude(time.time() - t_eval)  # tokens/s and MFU measure training steps, not evaluation
+            stopping = ctrl_c.pressed
+            if run.master and (step % cfg.ckpt_interval == 0 or step == last_step or stopping):
+                state = training_state(optimizer, scaler, gen, run, cfg, run.time_offset + time.time() - t_start)
+                save_checkpoint(last_pt, model, model.config, step, run.best_val,
+                                {"tokenizer": tokenizer_to_dict(tok), **state})
+            if stopping:
+                part = os.path.basename(os.path.dirname(os.path.abspath(__file__)))
+                raise cli.interrupted(f"at step {step}; saved {last_pt}; continue with: "
+                                      f"python {part}/train.py --resume {last_pt}")
     return step, time.time() - t_start
+
+
+class CtrlC:
+    """4.4 Ctrl-C asks the loop to stop after the step it is in and save last.pt, instead of killing it
+    mid-update: the checkpoint then holds a whole step and a resume continues bit for bit. Pressed twice, it
+    stops at once (the files in out_dir are then those of the last save)."""
+
+    def __init__(self, enabled=True):
+        self.pressed, self.previous = False, None
+        # Python runs signal handlers in the main thread only
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+
+    def __enter__(self):
+        self.enabled = self.enabled and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # nohup: stays ignored
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGINT, self.press)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def press(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nCtrl-C: stopping after this step and saving last.pt (press again to stop at once)",
+              file=sys.stderr, flush=True)
 
 
 def evaluate(model, splits, tok, step, elapsed, cfg: TrainConfig, run: Run, log):
@@ -471,6 +559,7 @@ def evaluate(model, splits, tok, step, elapsed, cfg: TrainConfig, run: Run, log)
     run.history.append({"step": step, "time": elapsed, **losses})
     log.scalars(step, val_loss=losses["val"], train_loss=losses["train"])
     log.text(f"step {step:5d} | train {losses['train']:.4f} | val {losses['val']:.4f}")
+    check_not_diverged(losses["val"], model.config.vocab_size, step)
     if losses["val"] < run.best_val:  # keep the best model, not the last (later steps may overfit)
         run.best_val = losses["val"]
         if run.master:
@@ -509,23 +598,24 @@ def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log
     result = {"best_val": run.best_val, "history": run.history, "wall_time": wall, "reached_target": run.reached,
               "unigram_val": unigram_loss(train_data, val_data, tok.vocab_size),
               "tokens_per_step": per_step, "params": model.num_params(), "dtype": run.dtype,
-              "steps": step, "checkpoint": os.path.join(cfg.out_dir, "best.pt")}
+              "steps": step, "tokens_seen": run.tokens_seen, "checkpoint": os.path.join(cfg.out_dir, "best.pt")}
     if run.master and run.history:
         plot_losses(run.history, os.path.join(cfg.out_dir, "loss.png"))
-        write_summary(result, cfg, model.config, run.device, run.world_size, wall, steps_run)
+        write_summary(result, cfg, model.config, run.device, run.world_size, run.time_offset + wall)
         reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist())
         result.update(sample_from_best(result["checkpoint"], tok, reference, cfg, run.device, run.autocast))
     return result
 
 
-def write_summary(result, train_cfg, model_cfg, device, world_size, wall, steps_run):
-    """results.json: the figures a milestone report needs, next to the exact command."""
+def write_summary(result, train_cfg, model_cfg, device, world_size, wall):
+    """results.json: the figures a milestone report needs, next to the exact command. wall and tokens_seen
+    cover the whole run, every session of a resumed one included."""
     mfus = [r["mfu"] for r in read_metrics(train_cfg.out_dir) if "mfu" in r]
     summary = {"command": " ".join(["python"] + sys.argv), "device": torch.cuda.get_device_name(device)
                if device.startswith("cuda") else device, "processes": world_size, "dtype": result["dtype"],
                "params": result["params"], "steps": result["steps"],
-               "tokens_seen": result["tokens_per_step"] * steps_run,
-               "wall_s": round(wall, 1), "tokens_per_s_overall": round(result["tokens_per_step"] * steps_run / wall),
+               "tokens_seen": result["tokens_seen"],
+               "wall_s": round(wall, 1), "tokens_per_s_overall": round(result["tokens_seen"] / wall),
                "median_mfu": round(statistics.median(mfus), 4) if mfus else None,  # robust to the start-up step
                "best_val": result["best_val"],
                "unigram_val": result["unigram_val"], "reached_target": result["reached_target"],
@@ -556,4 +646,11 @@ def sample_from_best(ckpt_path, tok, reference_text, train_cfg, device, autocast
 
 
 if __name__ == "__main__":
-    main(*parse_configs())
+    try:
+        main(*parse_configs())
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (reading data, sampling)
+        raise cli.interrupted("stopped at once; out_dir keeps the files of the last finished save") from None
+    except RuntimeError as e:  # the allocators of CPU, CUDA and MPS say it in these words
+        if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+            raise
+        raise SystemExit("error: out of memory; lower --batch_size (or --block_size, --n_embd, --n_layer)") from None
