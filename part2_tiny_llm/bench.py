@@ -33,9 +33,9 @@ def matmul_gflops(n=512, seconds=0.5):
 
 
 def recipe(max_steps, out_dir):
-    train_cfg = TrainConfig(data="data/tinyshakespeare.txt", out_dir=out_dir, batch_size=12, max_steps=max_steps,
-                            eval_interval=100, eval_iters=20, log_interval=250, sample_tokens=200,
-                            target_loss=TARGET_VAL)
+    train_cfg = TrainConfig(data="data/tinyshakespeare.txt", out_dir=out_dir, overwrite=True, batch_size=12,
+                            max_steps=max_steps, eval_interval=100, eval_iters=20, log_interval=250,
+                            sample_tokens=200, target_loss=TARGET_VAL)
     model_cfg = GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128)
     return train_cfg, model_cfg
 

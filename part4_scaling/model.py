@@ -71,6 +71,8 @@ class GPTConfig:
         if self.n_sink + self.window > self.block_size or self.n_sink >= self.block_size:
             raise ValueError(f"n_sink + window ({self.n_sink} + {self.window}) must fit in block_size "
                              f"{self.block_size}")
+        if self.pos_embedding == "rope" and self.block_size < 2:  # subtle: the rolling cache (3.6) keeps a token
+            raise ValueError("block_size must be >= 2 with RoPE: the rolling KV cache keeps one old token")
 
 
 # ----------------------------------------------------------------------------------------------------

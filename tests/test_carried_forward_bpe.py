@@ -210,13 +210,7 @@ def test_cli(bpe, tmp_path, capsys):
     src.write_text(SMALL, encoding="utf-8")
     out = tmp_path / "tok.json"
     bpe.main(["--train", str(src), "--vocab_size", "300", "--out", str(out)])
-    assert bpe.Tokenizer.load(out).vocab_size == 300
-    with pytest.raises(SystemExit):
-        bpe.main(["--train", str(tmp_path / "missing.txt")])
-    assert "no such file" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        bpe.main(["--train", str(src), "--vocab_size", "256"])
-    assert "vocab_size must be" in capsys.readouterr().err
+    assert bpe.Tokenizer.load(out).vocab_size == 300  # bad input to the CLI: tests/test_bad_tool_input.py
 
 
 def test_module_is_self_contained(bpe, part):

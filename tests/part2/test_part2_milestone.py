@@ -1,6 +1,6 @@
 """Part 2 milestone: the default `python part2_tiny_llm/train.py` on the 100 KB file reaches val loss <= 1.75
-(a bigram model gets 2.36-2.48 on the same split, exercise 2.C) and its samples are made of real words (>= 60% of sampled
-words occur in the training text). Measured: see part2_tiny_llm/README.md."""
+(a bigram model gets 2.36-2.48 on the same split, exercise 2.C) and its samples are made of real words
+(>= 60% of sampled words occur in the training text). Measured: see part2_tiny_llm/README.md."""
 import pytest
 from partloader import load_part
 
