@@ -126,12 +126,19 @@ def test_run_logger_writes_one_json_object_per_line(part, mod, tmp_path):
     log = logger.RunLogger(str(tmp_path), tensorboard=False)
     log.scalars(1, loss=2.5, val_loss=None)  # None: not measured this step, left out of the line
     log.close()
-    log = logger.RunLogger(str(tmp_path), tensorboard=False, append=True)  # a resumed run adds to the file
+    log = logger.RunLogger(str(tmp_path), tensorboard=False, resume_step=1)  # a resumed run adds to the file
     log.scalars(2, loss=2.0, lr=1e-3)
+    log.scalars(3, loss=1.5)
     log.close()
     rows = read_log(tmp_path / "metrics.jsonl")
     assert [{k: v for k, v in r.items() if k != "time"} for r in rows] == [{"step": 1, "loss": 2.5},
-                                                                           {"step": 2, "loss": 2.0, "lr": 1e-3}]
+                                                                           {"step": 2, "loss": 2.0, "lr": 1e-3},
+                                                                           {"step": 3, "loss": 1.5}]
+    # killed after step 3, resumed from a checkpoint of step 2: step 3 is done again, so its old row goes
+    log = logger.RunLogger(str(tmp_path), tensorboard=False, resume_step=2)
+    log.scalars(3, loss=1.4)
+    log.close()
+    assert [(r["step"], r["loss"]) for r in read_log(tmp_path / "metrics.jsonl")] == [(1, 2.5), (2, 2.0), (3, 1.4)]
     logger.RunLogger(str(tmp_path / "missing"), enabled=False).scalars(3, loss=1.0)  # other ranks write nothing
 
 
