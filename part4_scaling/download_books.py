@@ -4,7 +4,8 @@
 
 The repository ships part A of the Gutenberg training split and the validation split; part B (the books
 after part A, ~100 M characters) is too big to keep in git. data/gutenberg_fiction_manifest.tsv lists every
-book by its Gutenberg ebook number, so this tool downloads part B's books one by one from gutenberg.org,
+book by its Gutenberg ebook number, so this tool downloads part B's books one by one from a Project
+Gutenberg mirror (Gutenberg's terms ask that many books come from a mirror, not www.gutenberg.org),
 cleans each one with the steps data/SOURCES.md describes ("Cleaning and selection", steps 1-4), and writes
 them in manifest order with the corpus's separator. Nothing in training downloads anything: train.py only
 reads the file this writes. Needs internet access; run it once, before the GPU milestone.
@@ -29,9 +30,8 @@ import urllib.request
 
 from prepare_data import DATA, SEPARATOR, book_hash
 
-URLS = ("https://www.gutenberg.org/cache/epub/{n}/pg{n}.txt",  # today's plain-text file
-        "https://www.gutenberg.org/files/{n}/{n}-0.txt",         # older UTF-8 file names
-        "https://www.gutenberg.org/files/{n}/{n}.txt")           # older ASCII/Latin-1 file names
+MIRROR = "https://gutenberg.pglaf.org"  # Gutenberg asks for many books to come from a mirror, not the main site
+MAIN_SITE = "https://www.gutenberg.org/cache/epub/{n}/pg{n}.txt"  # the last resort, one request per book
 USER_AGENT = "llm-from-scratch-course/1.0 (download_books.py; one book every few seconds)"
 
 # --- cleaning: data/SOURCES.md, "Cleaning and selection", steps 1-4
@@ -128,19 +128,33 @@ def fetch(url, timeout):
         return response.read()
 
 
+def book_urls(n, mirror):
+    """Where book n's plain text may be: a mirror's folders (5352 lives in 5/3/5/5352/, books 1-9 in 0/N/) hold
+    the UTF-8 file (-0), the ASCII one or the Latin-1 one (-8); the main site's generated file comes last."""
+    folder = "/".join(str(n)[:-1]) or "0"
+    files = [f"{mirror.rstrip('/')}/{folder}/{n}/{n}{suffix}.txt" for suffix in ("-0", "", "-8")]
+    return files + [MAIN_SITE.format(n=n)]
+
+
 def download(n, args):
-    """Book n's raw file: each URL in turn (a 404 moves on at once), the whole list tried args.retries times."""
+    """Book n's raw file: each URL in turn (a 404 moves on at once), the whole list tried args.retries times.
+    A file without Gutenberg's START marker (an error page served with 200 OK) counts as not found."""
     reason = "not found"
     for attempt in range(args.retries):
         if attempt:
             time.sleep(args.delay * 2 ** attempt)  # back off: the server or the line may be busy
-        for url in URLS:
+        for url in book_urls(n, args.mirror):
             try:
-                return fetch(url.format(n=n), args.timeout)
+                raw = fetch(url, args.timeout)
             except urllib.error.HTTPError as e:
-                reason = f"HTTP {e.code} from {url.format(n=n)}"
+                reason = f"HTTP {e.code} from {url}"
+                continue
             except (urllib.error.URLError, OSError) as e:  # no network, DNS, timeout, connection reset
                 reason = str(getattr(e, "reason", e)) or type(e).__name__
+                continue
+            if START.search(decode(raw)):
+                return raw
+            reason = f"{url} is not a Gutenberg text (no START marker)"
     raise ConnectionError(reason)
 
 
@@ -185,6 +199,8 @@ def check_inputs(args):
         os.makedirs(args.cache, exist_ok=True)
     except OSError as e:
         sys.exit(f"error: cannot create --cache {args.cache} ({e.strerror}); pass another --cache")
+    if not args.mirror.startswith(("https://", "http://")):
+        sys.exit(f"error: --mirror {args.mirror} is not a web address; pass one like {MIRROR}")
     if args.retries < 1 or args.delay < 0 or args.timeout <= 0:
         sys.exit("error: --retries must be >= 1, --delay >= 0 and --timeout > 0")
 
@@ -199,8 +215,10 @@ def parse_args(argv=None):
                    help="folder for the raw downloads; rerunning reuses them (default: data/cache/gutenberg_raw)")
     p.add_argument("--part_a_chars", type=float, default=95e6,
                    help="part A's size, as prepare_data.py cuts it (default: %(default)s)")
+    p.add_argument("--mirror", default=MIRROR,
+                   help="a Project Gutenberg mirror, as gutenberg.org lists them (default: %(default)s)")
     p.add_argument("--delay", type=float, default=2.0,
-                   help="seconds to wait before each download, to be polite to gutenberg.org (default: %(default)s)")
+                   help="seconds to wait before each download, to be polite to the server (default: %(default)s)")
     p.add_argument("--retries", type=int, default=3, help="tries per book before giving up (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
     p.add_argument("--strict", action="store_true",

@@ -108,7 +108,7 @@ def test_part_b_is_written_in_manifest_order_with_the_corpus_separator(run, caps
     run()
     text = lzma.open(run.out, "rt", encoding="utf-8").read()
     assert text == "".join("\n" + CLEAN[n] + "\n" + SEP for n in (22, 33, 44))  # what prepare_data.py --rest writes
-    assert [url.rsplit("/", 1)[-1] for url in run.fetched] == ["pg22.txt", "pg33.txt", "pg44.txt"]  # not book 11
+    assert [url.rsplit("/", 1)[-1] for url in run.fetched] == ["22-0.txt", "33-0.txt", "44-0.txt"]  # not book 11
     assert "3 of 3 books match" in capsys.readouterr().out
 
 
@@ -132,17 +132,32 @@ def test_a_book_that_differs_is_reported_and_strict_writes_nothing(run, capsys):
     assert not run.out.exists()
 
 
-def test_the_next_address_is_tried_after_a_404(run, monkeypatch):
+def test_books_are_found_in_the_mirrors_folders_then_on_the_main_site():
+    assert dl.book_urls(5352, "https://m.org/pg/") == [
+        "https://m.org/pg/5/3/5/5352/5352-0.txt", "https://m.org/pg/5/3/5/5352/5352.txt",
+        "https://m.org/pg/5/3/5/5352/5352-8.txt", "https://www.gutenberg.org/cache/epub/5352/pg5352.txt"]
+    assert dl.book_urls(7, "https://m.org")[0] == "https://m.org/0/7/7-0.txt"
+
+
+def test_the_next_address_is_tried_after_a_404_or_an_error_page(run, monkeypatch):
     calls = []
 
-    def not_in_cache(url, timeout):
+    def only_the_ascii_file(url, timeout):
         calls.append(url)
-        if "/cache/epub/" in url:
+        if url.endswith("-0.txt"):
             raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+        if url.endswith("-8.txt") or "/cache/epub/" in url:
+            return b"<html>Too many requests</html>"
         return gutenberg_file(int(url.rsplit("/", 2)[-2]))
-    monkeypatch.setattr(dl, "fetch", not_in_cache)
+    monkeypatch.setattr(dl, "fetch", only_the_ascii_file)
     run()
-    assert len(calls) == 6 and "/files/22/22-0.txt" in calls[1]
+    assert len(calls) == 6 and calls[1] == f"{dl.MIRROR}/2/22/22.txt"
+    monkeypatch.setattr(dl, "fetch", lambda url, timeout: b"<html>Too many requests</html>")
+    (run.cache / "pg44.txt").unlink()
+    with pytest.raises(SystemExit) as err:
+        run("--retries", "1")
+    assert "ebook 44" in err.value.code and "START marker" in err.value.code and "\n" not in err.value.code
+    assert not (run.cache / "pg44.txt").exists()  # an error page is never cached as the book
 
 
 def test_a_network_failure_is_one_line_naming_the_book_and_a_rerun_resumes(run, monkeypatch):
@@ -159,7 +174,7 @@ def test_a_network_failure_is_one_line_naming_the_book_and_a_rerun_resumes(run, 
     message = err.value.code
     assert message.startswith("error:") and "\n" not in message
     assert all(word in message for word in ["Book 33", "ebook 33", "name resolution", "rerun"]), message
-    assert len(calls) == 1 + 2 * len(dl.URLS)  # book 22 once, then every address twice for book 33
+    assert len(calls) == 1 + 2 * len(dl.book_urls(33, dl.MIRROR))  # book 22 once, then every address twice for book 33
     assert not run.out.exists() and sorted(p.name for p in run.cache.iterdir()) == ["pg22.txt"]
 
 
