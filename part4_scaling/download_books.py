@@ -221,6 +221,7 @@ def parse_args(argv=None):
                    help="seconds to wait before each download, to be polite to the server (default: %(default)s)")
     p.add_argument("--retries", type=int, default=3, help="tries per book before giving up (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="rewrite --out if it is already there")
     p.add_argument("--strict", action="store_true",
                    help="write nothing unless every book matches the manifest's sha256_16")
     return p.parse_args(argv)
@@ -228,6 +229,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if os.path.isfile(args.out) and not args.force:  # maybe the exact file prepare_data.py --rest wrote
+        print(f"kept {args.out} (already there); pass --force to download and write it again")
+        return
     check_inputs(args)
     rows = part_b_rows(read_manifest(args.manifest), args.part_a_chars)
     if not rows:

@@ -112,11 +112,14 @@ def test_part_b_is_written_in_manifest_order_with_the_corpus_separator(run, caps
     assert "3 of 3 books match" in capsys.readouterr().out
 
 
-def test_a_rerun_fetches_nothing(run):
+def test_a_rerun_fetches_nothing(run, capsys):
     run()
     first = run.out.read_bytes()
     run.fetched.clear()
-    run()
+    run.out.write_bytes(b"made by prepare_data.py --rest")
+    run()  # an existing part B is kept
+    assert run.out.read_bytes() == b"made by prepare_data.py --rest" and "--force" in capsys.readouterr().out
+    run("--force")
     assert run.fetched == [] and run.out.read_bytes() == first
     assert sorted(p.name for p in run.cache.iterdir()) == ["pg22.txt", "pg33.txt", "pg44.txt"]
 
@@ -155,7 +158,7 @@ def test_the_next_address_is_tried_after_a_404_or_an_error_page(run, monkeypatch
     monkeypatch.setattr(dl, "fetch", lambda url, timeout: b"<html>Too many requests</html>")
     (run.cache / "pg44.txt").unlink()
     with pytest.raises(SystemExit) as err:
-        run("--retries", "1")
+        run("--retries", "1", "--force")
     assert "ebook 44" in err.value.code and "START marker" in err.value.code and "\n" not in err.value.code
     assert not (run.cache / "pg44.txt").exists()  # an error page is never cached as the book
 
