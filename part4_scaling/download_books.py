@@ -41,8 +41,9 @@ END = re.compile(r"^\*{3}\s*END OF .*PROJECT GUTENBERG|^End of (?:the )?Project 
                  re.IGNORECASE | re.MULTILINE)  # the footer (and the license after it) starts here
 NOTE = re.compile(r"\[?(?:produced by|prepared by|e-?text prepared|e-?text produced|this e-?(?:text|book) (?:was|is)"
                   r"|transcribed (?:from|by)|scanned (?:and proofed )?by|updated editions will replace"
-                  r"|an? (?:earlier|previous|older) (?:e-?text|e-?book|edition|version)|\[?e-?(?:text|book) #)",
-                  re.IGNORECASE)  # production notes: who typed the e-text, which edition it replaces
+                  r"|an? (?:earlier|previous|older) (?:e-?text|e-?book|edition|version)|\[?e-?(?:text|book) #)"
+                  r"|.*(?:project gutenberg|gutenberg\.(?:org|net)|html version)",  # "Note: ... an HTML version"
+                  re.IGNORECASE | re.DOTALL)  # production notes: who typed the e-text, which edition it replaces
 NOTE_MAX_CHARS = 500  # only short paragraphs count as notes: a chapter that starts "Prepared by..." stays
 NOTE_PARAGRAPHS = 12  # how many paragraphs at each end are looked at
 PARAGRAPH = re.compile(r"[^\n]+(?:\n[^\n]+)*")  # lines with no blank line between them
