@@ -193,7 +193,7 @@ def write_part_b(path, books):
 
 
 def check_inputs(args):
-    """Every path is usable before the first download (an hour of downloading, then a bad --out, is lost work)."""
+    """Every path is usable before the first download (minutes of downloading, then a bad --out, is lost work)."""
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         sys.exit(f"error: the folder of --out {args.out} does not exist; pass --out data/gutenberg_train_b.txt.xz")
     try:
