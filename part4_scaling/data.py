@@ -18,8 +18,9 @@ from tokenizer import ByteTokenizer
 NOT_FOUND = "error: data file {} not found; run from the repo root or pass --data PATH"
 EMPTY = "error: data file {} is empty; pass --data with a text file"
 NOT_TEXT = "error: cannot read {} as UTF-8 text ({}); pass a .txt or .txt.xz file"
-REBUILD = ("error: data file {} not found; it is not in the repository (too big): rebuild it with "
-           "`python part4_scaling/prepare_data.py --source FOLDER_WITH_THE_FULL_XZ --rest` (see data/SOURCES.md)")
+REBUILD = ("error: data file {} not found; it is not in the repository (too big): download it with "
+           "`python part4_scaling/download_books.py` (needs internet) or rebuild it exactly with "
+           "`python part4_scaling/prepare_data.py --source FOLDER_WITH_THE_FULL_XZ --rest` (see data/README.md)")
 
 
 def check_inputs(paths, cache_dir):
