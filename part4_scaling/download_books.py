@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 
-from prepare_data import DATA, SEPARATOR, book_hash
+from prepare_data import DATA, PART_A_CHARS, SEPARATOR, book_hash, part_a_size
 
 MIRROR = "https://gutenberg.pglaf.org"  # Gutenberg asks for many books to come from a mirror, not the main site
 MAIN_SITE = "https://www.gutenberg.org/cache/epub/{n}/pg{n}.txt"  # the last resort, one request per book
@@ -111,14 +111,9 @@ def read_manifest(path):
 
 
 def part_b_rows(rows, part_a_chars):
-    """The books after part A, cut by prepare_data.py's rule: part A takes books while their length in the
-    corpus file (chars + 1: the blank line after the separator) keeps it within part_a_chars."""
-    total = 0
-    for i, row in enumerate(rows):
-        if total + row["chars"] + 1 > part_a_chars:
-            return rows[i:]
-        total += row["chars"] + 1
-    return []
+    """The books after part A, cut by prepare_data.py's rule; a book's length in the corpus file is its
+    manifest chars + 1 (the blank line after the separator)."""
+    return rows[part_a_size([row["chars"] + 1 for row in rows], part_a_chars):]
 
 
 # --- downloading, one book at a time, each raw file cached
@@ -214,7 +209,7 @@ def parse_args(argv=None):
                    help="the file to write (default: data/gutenberg_train_b.txt.xz, where train.py looks)")
     p.add_argument("--cache", default=os.path.join(DATA, "cache", "gutenberg_raw"),
                    help="folder for the raw downloads; rerunning reuses them (default: data/cache/gutenberg_raw)")
-    p.add_argument("--part_a_chars", type=float, default=95e6,
+    p.add_argument("--part_a_chars", type=float, default=PART_A_CHARS,
                    help="part A's size, as prepare_data.py cuts it (default: %(default)s)")
     p.add_argument("--mirror", default=MIRROR,
                    help="a Project Gutenberg mirror, as gutenberg.org lists them (default: %(default)s)")

@@ -21,6 +21,7 @@ import re
 import sys
 
 SEPARATOR = "<|endoftext|>\n"
+PART_A_CHARS = 95e6  # part A, tracked in git: the books that fit in 95 M characters
 SOURCE = "gutenberg_fiction_train.txt.xz"
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
 
@@ -74,6 +75,17 @@ def check_against_manifest(books, manifest):
                      f"{manifest}; use the file data/SOURCES.md describes")
 
 
+def part_a_size(lengths, part_a_chars=PART_A_CHARS):
+    """How many books go into part A: books in order while their lengths (in the corpus file) add up to at
+    most part_a_chars. download_books.py cuts the manifest with the same rule."""
+    total = 0
+    for i, length in enumerate(lengths):
+        if total + length > part_a_chars:
+            return i
+        total += length
+    return len(lengths)
+
+
 def write_xz(path, books):
     tmp = path + ".tmp"
     with lzma.open(tmp, "wt", encoding="utf-8", preset=6) as f:
@@ -86,7 +98,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="../shared/data", help=f"folder with {SOURCE} (default: %(default)s)")
     p.add_argument("--out", default=DATA, help="(default: the repository's data folder)")
-    p.add_argument("--part_a_chars", type=float, default=95e6, help="characters in part A (default: %(default)s)")
+    p.add_argument("--part_a_chars", type=float, default=PART_A_CHARS,
+                   help="characters in part A (default: %(default)s)")
     p.add_argument("--rest", action="store_true", help="also write part B, the remaining books")
     p.add_argument("--manifest", default=os.path.join(DATA, "gutenberg_fiction_manifest.tsv"),
                    help="the list of books every written book is checked against (default: data's)")
@@ -105,12 +118,7 @@ def main(argv=None):
                  "data/SOURCES.md lists; download the file again")
     books = read_books(src)
     check_against_manifest(books, args.manifest)
-    total, cut = 0, len(books)
-    for i, book in enumerate(books):
-        if total + len(book) > args.part_a_chars:
-            cut = i
-            break
-        total += len(book)
+    cut = part_a_size([len(book) for book in books], args.part_a_chars)
     part_a = os.path.join(args.out, "gutenberg_train_a.txt.xz")
     if os.path.isfile(part_a):  # tracked by git: rewriting it (another xz version) would only show a diff
         print(f"kept {part_a} (already there)")

@@ -11,7 +11,7 @@ import lzma
 import urllib.error
 
 import pytest
-from partloader import load_part
+from partloader import ROOT, load_part
 
 dl = load_part("part4_scaling", "download_books")
 SEP = "<|endoftext|>\n"
@@ -203,6 +203,9 @@ def test_part_b_starts_where_prepare_data_cuts_part_a():
     assert dl.part_b_rows(rows, 20) == rows[2:]  # 10 + 10 fit in 20
     assert dl.part_b_rows(rows, 19) == rows[1:]
     assert dl.part_b_rows(rows, 30) == []
+    # the real manifest: part B starts right after the 235 books that data/gutenberg_train_a.txt.xz holds
+    real = dl.part_b_rows(dl.read_manifest(str(ROOT / "data" / "gutenberg_fiction_manifest.tsv")), dl.PART_A_CHARS)
+    assert (len(real), real[0]["index"]) == (247, "235")
 
 
 def test_bad_paths_are_one_line_errors_before_any_download(run, tmp_path, capsys):
