@@ -38,6 +38,6 @@ def mean_over_processes(value, world_size, device):
     return t.item() / world_size
 
 
-def finish_distributed(world_size):
+def finish_distributed():
     if dist.is_initialized():  # also under torchrun with one process, which setup_distributed initialised
         dist.destroy_process_group()

@@ -406,7 +406,7 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
     step, wall = train_loop(model, optimizer, scaler, gen, splits, tok, train_cfg, run, log)
     log.close()
     result = finish_run(model, tok, train_data, val_data, train_cfg, run, log, step, wall)
-    finish_distributed(run.world_size)
+    finish_distributed()
     return result
 
 

@@ -126,3 +126,25 @@ def _top_level_names(path: Path, mtime_ns: int) -> frozenset:
         defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
         _NAMES[(path, mtime_ns)] = frozenset(n.name for n in tree.body if isinstance(n, defs))
     return _NAMES[(path, mtime_ns)]
+
+
+def part_params(name: str, modules=None, taking=None) -> list:
+    """pytest parameters, one per (part, module) that defines `name`, shown as e.g. part3_modern/model.py.
+    taking: only the parts whose `name` takes this argument (a feature a later chapter adds)."""
+    import inspect
+
+    import pytest
+
+    found = parts_defining(name, modules)
+    if taking:
+        found = [(p, m) for p, m in found if taking in inspect.signature(getattr(load_part(p, m), name)).parameters]
+    return [pytest.param(p, m, id=f"{p}/{m}.py") for p, m in found]
+
+
+def one_line_exit(exit_info, capsys) -> str:
+    """The line an in-process bad input ended with, from `pytest.raises(SystemExit)`: SystemExit's text, or
+    argparse's last stderr line. It must be a single line that says 'error'."""
+    code = exit_info.value.code
+    line = code if isinstance(code, str) else capsys.readouterr().err.strip().splitlines()[-1]
+    assert "\n" not in line.strip() and "error" in line.lower(), line
+    return line

@@ -9,23 +9,17 @@ import json
 
 import pytest
 import torch
-from partloader import ROOT, load_part, parts_defining
+from partloader import ROOT, load_part, one_line_exit, parts_defining
 
 
-@functools.cache
-def module_of(part, module):
-    return load_part(part, module)
+module_of = load_part  # one copy of each module per part (partloader keeps them)
 
 
 def parts_with(name, module):
     return [pytest.param(part, id=part) for part, _ in parts_defining(name, [module])]
 
 
-def one_line_error(err, capsys):
-    """The line a bad input ends with: SystemExit's text, or argparse's last stderr line."""
-    message = err.value.code if isinstance(err.value.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
-    assert "error" in message and "\n" not in message, message
-    return message
+one_line_error = one_line_exit
 
 
 # ----------------------------------------------------------------------------------------------------

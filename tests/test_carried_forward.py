@@ -5,8 +5,6 @@ test here is parametrized by parts_defining(name): a fix made in one copy and no
 and a new part (5, 6, ...) is tested without editing this file. A function that moves to another file
 (model.py -> sampling.py) is still found. Expected values are worked out by hand in the comments.
 """
-import functools
-import inspect
 import math
 
 import numpy as np
@@ -14,28 +12,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from partloader import load_part, parts_defining
+from partloader import load_part, part_params, parts_defining
 from torch.utils.flop_counter import FlopCounterMode
 
 INF = float("-inf")
 
 
-@functools.cache
-def module_of(part, module):
-    return load_part(part, module)
+module_of = load_part  # one copy of each module per part (partloader keeps them)
+params = part_params
 
 
 def get(part, mod, name):
     return getattr(module_of(part, mod), name)
-
-
-def params(name, taking=None):
-    """pytest parameters: one per part that defines `name`, shown as e.g. part3_modern/model.py.
-    taking: only the parts where the function takes this argument (a feature a later chapter adds)."""
-    found = parts_defining(name)
-    if taking:
-        found = [(part, mod) for part, mod in found if taking in inspect.signature(get(part, mod, name)).parameters]
-    return [pytest.param(part, mod, id=f"{part}/{mod}.py") for part, mod in found]
 
 
 # ----------------------------------------------------------------------------------------------------

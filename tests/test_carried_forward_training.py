@@ -3,7 +3,6 @@ Part 4, so their schedules, gradient accumulation, mixed precision, resume, logs
 must keep working there too (a fix in one copy and not the others fails here). Part 4's chapter-only
 checks (its milestone, its command-line errors, checkpoints between parts) stay in tests/part4.
 """
-import functools
 import json
 import math
 from contextlib import nullcontext
@@ -11,20 +10,14 @@ from contextlib import nullcontext
 import numpy as np
 import pytest
 import torch
-from partloader import load_part, parts_defining, run_script
+from partloader import load_part, part_params, parts_defining, run_script
 
 # A small, fast run on the shipped corpus (its first 300k characters)
 TINY = ["--preset", "tiny", "--max_chars", "300000", "--tokenizer_chars", "100000", "--tensorboard", "false"]
 
 
-@functools.cache
-def module_of(part, module):
-    return load_part(part, module)
-
-
-def params(name):
-    """pytest parameters: one per part that defines `name`, shown as e.g. part4_scaling/train.py."""
-    return [pytest.param(part, mod, id=f"{part}/{mod}.py") for part, mod in parts_defining(name)]
+module_of = load_part  # one copy of each module per part (partloader keeps them)
+params = part_params
 
 
 def tiny_cfgs(train, tmp_path, *extra):

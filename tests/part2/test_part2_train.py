@@ -1,6 +1,6 @@
 """Part 2: the training script end to end (short runs), its command line, and bad input."""
 import pytest
-from partloader import load_part, run_script, assert_one_line_error
+from partloader import assert_one_line_error, load_part, one_line_exit, run_script
 
 train, sample = load_part("part2_tiny_llm", "train", "sample")
 
@@ -35,13 +35,6 @@ def test_sample_script_continues_a_prompt(tmp_path, capsys):
     assert len(texts) == 2 and all(t.startswith("ROMEO:") for t in texts)  # bad sampling input: test_bad_tool_input
 
 
-def error_message(err, capsys):
-    """The one line a bad input ends with: SystemExit's text, or argparse's last stderr line."""
-    message = err.value.code if isinstance(err.value.code, str) else capsys.readouterr().err.strip().splitlines()[-1]
-    assert "error" in message and "\n" not in message, message
-    return message
-
-
 # Bad data files, checked in-process (a subprocess per case costs seconds); bad flag values of every part are in
 # tests/test_bad_input.py, bad sampling input in tests/test_bad_tool_input.py
 @pytest.mark.parametrize("args, words", [
@@ -55,7 +48,7 @@ def test_bad_data_files_are_one_line_errors(args, words, tmp_path, capsys):
     args = [str(tmp_path / a) if a in ("EMPTY", "SHORT") else a for a in args]
     with pytest.raises(SystemExit) as err:
         train.main(*train.parse_configs([*args, "--out_dir", str(tmp_path)]))
-    message = error_message(err, capsys)
+    message = one_line_exit(err, capsys)
     assert all(word in message for word in words), message
 
 
