@@ -91,7 +91,7 @@ class GPTConfig:
             raise ValueError("block_size must be >= 2 with RoPE: the rolling KV cache keeps one old token")
         if min(self.mlp_hidden, self.n_expert, self.expert_hidden, self.n_shared_expert) < 0 or self.moe_every < 1:
             raise ValueError("mlp_hidden, n_expert, expert_hidden and n_shared_expert must be >= 0, moe_every >= 1")
-        if self.n_expert and not 1 <= self.top_k <= self.n_expert:
+        if self.top_k < 1 or self.n_expert and self.top_k > self.n_expert:
             raise ValueError(f"top_k must be between 1 and n_expert ({self.n_expert}), got {self.top_k}")
         if self.n_expert and self.mlp != "swiglu":
             raise ValueError("the experts are SwiGLU networks: use --mlp swiglu with --n_expert")

@@ -58,6 +58,9 @@ BAD_VALUES = {
     "vocab_size": ["0"], "block_size": ["0", "-4"], "n_layer": ["0"], "n_head": ["0", "3"], "n_embd": ["0"],
     "dropout": ["1", "-0.1", "nan"], "pos_embedding": ["none"], "norm": ["batchnorm"], "mlp": ["relu"],
     "window": ["-1"], "n_sink": ["-1"],
+    "mlp_hidden": ["-1"], "n_expert": ["-1"], "top_k": ["0"], "expert_hidden": ["-1"], "moe_every": ["0"],
+    "capacity_factor": ["-1", "nan"], "n_shared_expert": ["-1"], "aux_loss_coef": ["-0.01", "nan"],
+    "z_loss_coef": ["inf"], "bias_update_rate": ["-0.001"],
     # strict booleans: "maybe" is not False
     "bias": ["maybe"], "use_sdpa": ["maybe"], "compile": ["maybe"], "tensorboard": ["maybe"], "overwrite": ["maybe"],
     "seed": ["-1", str(2**70)],
