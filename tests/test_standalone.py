@@ -14,6 +14,9 @@ FAST_ARGS = {
                      "--n_layer", "1", "--n_embd", "32", "--out_dir", "out"],
     "part4_scaling": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--max_steps", "4",
                       "--eval_interval", "2", "--sample_tokens", "8", "--tensorboard", "false"],
+    # Part 4's run with 2 experts a layer (the tiny preset alone trains a dense model, n_expert 0)
+    "part5_moe": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--max_steps", "4",
+                  "--eval_interval", "2", "--sample_tokens", "8", "--tensorboard", "false", "--n_expert", "2"],
 }
 
 
