@@ -53,6 +53,9 @@ def toy_batches(block_size):
     chars = sorted(set(TOY_TEXT))
     stoi = {c: i for i, c in enumerate(chars)}
     ids = torch.tensor([stoi[c] for c in TOY_TEXT])
+    if block_size > len(ids) - 1:  # subtle: a chunk needs block_size + 1 characters (the targets are shifted by one)
+        raise SystemExit(f"error: --block_size {block_size} is longer than the toy text ({len(ids)} characters); "
+                         f"use --block_size {len(ids) - 1} or less")
     n_chunks = (len(ids) - 1) // block_size
     chunks = torch.stack([ids[i * block_size: i * block_size + block_size + 1] for i in range(n_chunks)])
     return chunks[:, :-1], chunks[:, 1:], chars  # inputs, targets shifted by one, the vocabulary

@@ -96,6 +96,20 @@ def test_a_device_this_machine_lacks_is_one_line(part, capsys):
     assert runtime.pick_device("cpu") == "cpu"
 
 
+@pytest.mark.parametrize("part", [part for part, _ in parts_defining("toy_batches", ["train"])])
+def test_a_block_longer_than_the_toy_text_is_one_line(part, capsys):
+    """Part 1 trains on a short built-in text: a block that does not fit in it is a flag error, not an empty
+    torch.stack. The longest block that fits gives one chunk."""
+    train = load_part(part, "train")
+    longest = len(train.TOY_TEXT) - 1  # a chunk is block_size + 1 characters: inputs and shifted targets
+    line = exits_with_one_line(capsys, lambda: train.main(*train.parse_configs(["--block_size", "500"])),
+                               "--block_size 500", f"({len(train.TOY_TEXT)} characters)")
+    assert f"--block_size {longest} or less" in line
+    exits_with_one_line(capsys, lambda: train.toy_batches(longest + 1), f"--block_size {longest + 1}")
+    x, y, _ = train.toy_batches(longest)
+    assert x.shape == y.shape == (1, longest)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Tiny, fast runs of every part's train.py (a later part is a copy of Part 4, so it gets Part 4's flags)
 MODEL = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "8", "--batch_size", "2"]
