@@ -83,6 +83,33 @@ def assign_slots(experts, n_expert, capacity):
     return position.view(k, N).t()                                          # (N, k)
 
 
+# The three steps of MoE.dispatch as functions, so that expert parallelism (expert_parallel.py) can put an
+# exchange between processes between them: slots -> buffer -> (experts) -> combine
+def buffer_slots(experts, n_expert, capacity):
+    """The row of every assignment (N, k) in the flat (E * capacity) expert buffer: expert * capacity + its
+    slot; a dropped assignment gets row E * capacity, one spare row past the end. E=2, capacity 1:
+    experts [[0, 1], [0, 1]] -> [[0, 1], [2, 2]]."""
+    position = assign_slots(experts, n_expert, capacity)                    # (N, k), -1 = dropped
+    return torch.where(position >= 0, experts * capacity + position, n_expert * capacity)
+
+
+def dispatch_buffer(x, slot, n_expert, capacity):
+    """Copy each token into the slots of its experts: x (N, C), slot (N, k) -> (E, capacity, C); an empty
+    slot stays 0. The dropped assignments all land in the spare row, which is then cut off."""
+    C, k = x.size(1), slot.size(1)
+    buffer = x.new_zeros(n_expert * capacity + 1, C).index_add(0, slot.flatten(), x.repeat_interleave(k, 0))
+    return buffer[:-1].view(n_expert, capacity, C)
+
+
+def combine(out, slot, weights):
+    """The experts' outputs (E, capacity, C) back to the tokens: each token's k outputs, weighted -> (N, C)."""
+    E, capacity, C = out.shape
+    # the spare row gives 0: a dropped assignment adds nothing (a token that all its experts dropped keeps
+    # only its residual)
+    out = torch.cat([out.reshape(E * capacity, C), out.new_zeros(1, C)])
+    return (out[slot] * weights.unsqueeze(-1)).sum(1)                      # (N, k, C) -> (N, C)
+
+
 # ----------------------------------------------------------------------------------------------------
 # 5.2 The experts: E SwiGLU networks with their weights stacked, so all of them run in one batched matmul
 class Experts(nn.Module):
@@ -148,16 +175,10 @@ class MoE(nn.Module):
         outputs back weighted: x (N, C), weights and experts (N, k) -> (N, C). No loop over tokens or experts.
         subtle: capacity (and so token dropping) applies in training only: in evaluation and generation a
         token's output must not depend on which other tokens share its batch, so those are dropless."""
-        N, C = x.shape
-        E = self.n_expert
-        capacity = expert_capacity(N, E, self.top_k, self.capacity_factor if self.training else 0)
-        position = assign_slots(experts, E, capacity)                       # (N, k), -1 = dropped
-        # slot in the flat (E * capacity) buffer; every dropped assignment goes to one spare row at the end
-        slot = torch.where(position >= 0, experts * capacity + position, E * capacity)
-        buffer = x.new_zeros(E * capacity + 1, C).index_add(0, slot.flatten(), x.repeat_interleave(self.top_k, 0))
-        out = self.experts(buffer[:-1].view(E, capacity, C)).view(E * capacity, C)
-        out = torch.cat([out, out.new_zeros(1, C)])  # the spare row gives 0: a dropped token keeps only its residual
-        return (out[slot] * weights.unsqueeze(-1)).sum(1)                  # (N, k, C) -> (N, C)
+        capacity = expert_capacity(x.size(0), self.n_expert, self.top_k, self.capacity_factor if self.training else 0)
+        slot = buffer_slots(experts, self.n_expert, capacity)               # (N, k)
+        buffer = dispatch_buffer(x, slot, self.n_expert, capacity)          # (E, capacity, C)
+        return combine(self.experts(buffer), slot, weights)                 # (N, C)
 
 
 # ----------------------------------------------------------------------------------------------------
