@@ -88,8 +88,8 @@ class TrainConfig:
             raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.beta2 < 1:
             raise ValueError(f"--beta2 must be in [0, 1), got {self.beta2}")
-        if self.sample_tokens < 0:
-            raise ValueError(f"--sample_tokens must be >= 0, got {self.sample_tokens}")
+        if not 0 <= self.sample_tokens <= 100_000:  # sample.py's MAX_NEW_TOKENS: a typo must not look like a hang
+            raise ValueError(f"--sample_tokens must be from 0 to 100000, got {self.sample_tokens}")
         if not 0 <= self.seed < 2**63:  # torch's seeds are 64-bit integers
             raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
         if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:

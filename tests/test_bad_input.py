@@ -53,7 +53,8 @@ BAD_VALUES = {
     "eval_iters": ["0"], "log_interval": ["0"], "ckpt_interval": ["0"], "grad_accum_steps": ["0"],
     "tokenizer_chars": ["0"], "grad_clip": ["-1", "0", "nan"], "weight_decay": ["-0.1", "nan"],
     "beta2": ["1.5", "1", "-0.1"], "val_fraction": ["0", "1"], "warmup_steps": ["-1"], "min_lr_ratio": ["2"],
-    "decay_fraction": ["5", "-0.5"], "stop_after": ["-1"], "max_chars": ["-1"], "sample_tokens": ["-1"],
+    "decay_fraction": ["5", "-0.5"], "stop_after": ["-1"], "max_chars": ["-1"],
+    "sample_tokens": ["-1", "100001", "1000000000000"],  # at most sample.py's MAX_NEW_TOKENS: a typo is not a hang
     "schedule": ["linear"], "dtype": ["fp8"], "tokenizer": ["words"], "bpe_vocab_size": ["100", "70000"],
     "vocab_size": ["0"], "block_size": ["0", "-4"], "n_layer": ["0"], "n_head": ["0", "3"], "n_embd": ["0"],
     "dropout": ["1", "-0.1", "nan"], "pos_embedding": ["none"], "norm": ["batchnorm"], "mlp": ["relu"],
