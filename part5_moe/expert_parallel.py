@@ -100,7 +100,7 @@ def expert_parallel(model, rank, world_size):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 5.3 What the other setups send: the gradient all-reduce, written out as the ring that NCCL uses
+# 5.3 What the other setups send: the gradient all-reduce, written out as a ring (one of NCCL's algorithms)
 def ring_all_reduce(flat):
     """Sum a 1-D tensor over all processes, in place. Reduce-scatter: W-1 steps, each passing one of W chunks
     to the right neighbour, who adds it to its own; after them process r holds the full sum of chunk r+1.
