@@ -1,9 +1,10 @@
 """Part 0: the environment check, the chapter diff tool and the pipeline picture."""
 import json
 import re
+import shutil
 
 import pytest
-from partloader import load_part
+from partloader import ROOT, load_part, run_script
 
 check_env, diff_parts, pipeline = load_part("part0_setup", "check_env", "diff_parts", "pipeline")
 
@@ -149,6 +150,17 @@ def test_pipeline_writes_png(tmp_path):
     out = pipeline.main(tmp_path / "pipeline.png")
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # a real picture, not an empty canvas
+
+
+def test_pipeline_help_writes_no_file(tmp_path):
+    """`pipeline.py --help` prints the usage and writes nothing: not a "--help.png", not the default PNG."""
+    (tmp_path / "part0_setup").mkdir()
+    shutil.copy(ROOT / "part0_setup" / "pipeline.py", tmp_path / "part0_setup")  # the default out is beside it
+    result = run_script("part0_setup/pipeline.py", "--help", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--out" in result.stdout
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "__pycache__" not in p.parts)
+    assert files == ["part0_setup", "part0_setup/pipeline.py"]
 
 
 def test_pipeline_covers_every_stage():
