@@ -390,9 +390,9 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))                                   # (B, T, vocab)
         loss = None
         if targets is not None:  # 2.3 targets[b, t] is the token after idx[b, t]: score every position at once
-            # GPU path: torch's fused loss computes what functional.cross_entropy does (tested to 1e-6), but
-            # a training step of the GPU preset on an H100 takes 1.03x as long with the course's (compiled;
-            # 1.04x eager); on CPU the two are the same (part2_tiny_llm/bench_ops.py)
+            # torch's fused loss, on every device: the same result as functional.cross_entropy (tested to 1e-6);
+            # with the course's, a training step of the GPU preset on an H100 takes 1.03x as long (compiled;
+            # 1.04x eager), and on CPU the two are as fast (part2_tiny_llm/bench_ops.py)
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
             if self.training:  # 5.1/5.3 zero for a dense model; validation losses stay pure cross-entropy
                 loss = loss + self.aux_loss()
