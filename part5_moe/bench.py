@@ -142,7 +142,7 @@ def summarize_run(run_dir):
             "wall_s": results["wall_s"]}
 
 
-def expert_shares(run_dir, batches=4):
+def expert_shares(run_dir, tokens=32768):
     """Per MoE layer, each expert's share of the assignments: results.json's "expert_load" (the training's last
     log interval) if train.py wrote it there, else counted again here: the final model (last.pt) on val batches."""
     with open(os.path.join(run_dir, "results.json")) as f:
@@ -153,6 +153,7 @@ def expert_shares(run_dir, batches=4):
     model, _ = load_checkpoint(os.path.join(run_dir, "last.pt"), device)
     cfg = TrainConfig(**results["train_config"])
     _, _, val = load_splits(cfg, model.config.block_size)
+    batches = max(1, tokens // (cfg.batch_size * model.config.block_size))
     model.train()  # subtle: MoE counts loads in training mode only; no_grad leaves weights and biases alone
     take_expert_load(model)
     gen = torch.Generator().manual_seed(0)
@@ -278,7 +279,10 @@ def write_report(args, rows, commands, shares, checks, loads, elapsed):
     lines = [f"# Part 5 milestone bench ({args.scale})", "", f"`{args.command}` on {report['date']}: {machine()}, "
              f"load average {loads[0]:.2f} before and {loads[1]:.2f} after; {elapsed:.0f} s in all. Every variant: "
              f"{args.steps} steps, {tokens:,} tokens, seed 1337, the same data, lr and schedule.", "",
-             *table(rows), "", *[f"- {'met' if met else 'MISSED'}: {t} ({f})" for t, met, f in checks], "",
+             *table(rows), "", "tokens/s: the median of the logged intervals (step 1, start-up and compiling, left "
+             "out); ms/step from it. max load: the busiest expert's share of the assignments x n_expert, over the "
+             "last log interval, in the busiest MoE layer (1.00x = even; with top-2 of 8 at most 4.00x: every token "
+             "picks it).", "", *[f"- {'met' if met else 'MISSED'}: {t} ({f})" for t, met, f in checks], "",
              "Feed-forward layers:", "", *[f"- {n}: {r['shape']}" for n, r in rows.items()], "",
              "![val loss](val_loss.png)", ""]
     lines += ["![expert load](expert_load.png)", ""] if shares else []
