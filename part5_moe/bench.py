@@ -39,10 +39,10 @@ SCALES = {  # the train.py flags every variant shares; "steps" and "evals" (poin
     "cpu": dict(preset="cpu", data="data/gutenberg_train_a.txt.xz", val_data=VAL, max_chars=3_000_000,
                 tokenizer_chars=500_000, bpe_vocab_size=1024, n_layer=4, n_head=4, n_embd=128, block_size=64,
                 batch_size=16, lr=2e-3, dtype="fp32", compile=False, eval_iters=20, steps=250, evals=5),
-    # gpu: 360 steps keep all six runs within ~9 minutes. Measured on an H200 (100 steps each): a run starts in ~18 s,
-    # compiles in ~23 s (dense) to ~33 s (MoE), then 30 / 39 / 81 ms a step (dense / moe / dense_total); the first
-    # run also trains the BPE and tokenizes part A (~45 s). An MoE evaluates dropless (every expert sees every
-    # token), so eval_iters is small: 8 x 32k tokens is still a precise val loss.
+    # gpu: 360 steps keep all six runs within ~9 minutes (~8 estimated on an H200). Measured there: a run starts in
+    # 10-18 s and compiles in ~23 s (dense) to ~33 s (MoE), then takes 30 / 39 / 39 / 43 / 81 ms a step (dense, moe,
+    # hybrid, moe_bias, dense_total); the first run also trains the BPE and tokenizes part A (25-45 s). An MoE
+    # evaluates dropless (each expert runs on every token), so eval_iters is small: 8 x 32k tokens is plenty.
     "gpu": dict(preset="gpu", data="data/gutenberg_train_a.txt.xz", val_data=VAL, max_chars=0,  # part A only
                 tokenizer_chars=20_000_000, bpe_vocab_size=8192, n_layer=6, n_head=12, n_embd=768, block_size=1024,
                 batch_size=32, lr=1.5e-3, dtype="bf16", compile=True, eval_iters=8, steps=360, evals=6),
