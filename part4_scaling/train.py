@@ -602,7 +602,7 @@ def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log
     if run.master and run.history:
         plot_losses(run.history, os.path.join(cfg.out_dir, "loss.png"))
         write_summary(result, cfg, model.config, run.device, run.world_size, run.time_offset + wall)
-        reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist())
+        reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist()) if cfg.sample_tokens else ""
         result.update(sample_from_best(result["checkpoint"], tok, reference, cfg, run.device, run.autocast))
     return result
 
