@@ -640,6 +640,7 @@ def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log
     result = {"best_val": run.best_val, "history": run.history, "wall_time": wall, "reached_target": run.reached,
               "unigram_val": unigram_loss(train_data, val_data, tok.vocab_size),
               "tokens_per_step": per_step, "params": model.num_params(), "dtype": run.dtype,
+              "active_params": model.num_active_params(),
               "steps": step, "tokens_seen": run.tokens_seen, "checkpoint": os.path.join(cfg.out_dir, "best.pt")}
     if run.master and run.history:
         plot_losses(run.history, os.path.join(cfg.out_dir, "loss.png"))
@@ -647,7 +648,7 @@ def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log
             result["expert_load"] = run.expert_load
             plot_expert_load(run.expert_load, os.path.join(cfg.out_dir, "expert_load.png"))
         write_summary(result, cfg, model.config, run.device, run.world_size, run.time_offset + wall)
-        reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist())
+        reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist()) if cfg.sample_tokens else ""
         result.update(sample_from_best(result["checkpoint"], tok, reference, cfg, run.device, run.autocast))
     return result
 
@@ -664,6 +665,7 @@ def write_summary(result, train_cfg, model_cfg, device, world_size, wall):
                "median_mfu": round(statistics.median(mfus), 4) if mfus else None,  # robust to the start-up step
                "best_val": result["best_val"],
                "unigram_val": result["unigram_val"], "reached_target": result["reached_target"],
+               "active_params": round(result["active_params"]), "expert_load": result.get("expert_load"),  # 5.2, 5.3
                "train_config": dataclasses.asdict(train_cfg), "model_config": dataclasses.asdict(model_cfg)}
     with open(os.path.join(train_cfg.out_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
