@@ -171,7 +171,7 @@ def test_a_second_run_does_not_replace_the_first(part, tmp_path, capsys):
         torch.load(out / "last.pt", weights_only=True)  # the new run's, not the stale bytes
 
 
-@pytest.mark.parametrize("part", [part for part, _ in parts_defining("check_not_diverged", ["train"])])
+@pytest.mark.parametrize("part", [part for part, _ in parts_defining("check_not_diverged", ["train", "run_tools"])])
 def test_a_diverged_run_stops_with_one_line(part, tmp_path, capsys):
     """lr 100 sends the val loss far above ln(256) = 5.5 (guessing uniformly) within 2 steps."""
     exits_with_one_line(capsys, lambda: run(part, tmp_path / "out", "--lr", "100", "--max_steps", "4",
