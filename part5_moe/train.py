@@ -539,9 +539,12 @@ def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log
               "steps": step, "tokens_seen": run.tokens_seen, "checkpoint": os.path.join(cfg.out_dir, "best.pt")}
     if run.master and run.history:
         plot_losses(run.history, os.path.join(cfg.out_dir, "loss.png"))
-        if run.expert_load:
+        if run.expert_load:  # 5.3 the verdict on the router: did balancing work?
             result["expert_load"] = run.expert_load
             plot_expert_load(run.expert_load, os.path.join(cfg.out_dir, "expert_load.png"))
+            peak = max(max(shares) * len(shares) for shares in run.expert_load)
+            log.text(f"experts: the busiest took {peak:.2f}x an even share of the tokens at the end ("
+                     + ("balanced)" if peak <= 1.5 else "unbalanced: raise --aux_loss_coef or set --bias_update_rate)"))
         write_summary(result, cfg, model.config, run.device, run.world_size, run.time_offset + wall)
         reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist()) if cfg.sample_tokens else ""
         result.update(sample_from_best(result["checkpoint"], tok, reference, cfg, run.device, run.autocast))

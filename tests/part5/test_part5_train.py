@@ -68,7 +68,7 @@ def test_resume_with_the_balancing_bias_equals_a_straight_run(part5, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_run_logs_expert_loads_and_plots_them(part5, tmp_path):
+def test_a_run_logs_expert_loads_and_plots_them(part5, tmp_path, capsys):
     train, _, moe = part5
     result = train.main(*tiny_cfgs(train, tmp_path / "out", "--max_steps", "6", "--eval_interval", "6",
                                    "--log_interval", "3"))
@@ -80,6 +80,8 @@ def test_a_run_logs_expert_loads_and_plots_them(part5, tmp_path):
     shares = result["expert_load"]
     assert len(shares) == 2 and all(sum(s) == pytest.approx(1.0) and len(s) == 4 for s in shares)
     assert (tmp_path / "out" / "expert_load.png").stat().st_size > 1000
+    peak = max(max(s) * 4 for s in shares)  # the verdict line reports the busiest expert of the last interval
+    assert f"experts: the busiest took {peak:.2f}x an even share" in capsys.readouterr().out
 
 
 def test_a_dense_run_logs_no_expert_loads(part5, tmp_path):
