@@ -131,7 +131,7 @@ class MoE(nn.Module):
     """5.2 The MoE feed-forward layer, a drop-in for MLP: (B, T, C) -> (B, T, C).
     Each token goes to its top_k experts; its output is their outputs weighed by the router. The layer keeps
     its auxiliary losses of the last forward in self.aux (GPT.forward adds them to the loss) and counts the
-    tokens each expert received (expert_load) for the logs and for aux-loss-free balancing."""
+    tokens each expert received (load_total, load_step) for the logs and for aux-loss-free balancing."""
 
     def __init__(self, config):
         super().__init__()
