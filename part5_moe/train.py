@@ -3,7 +3,7 @@ auxiliary losses inside the loss (model.py), aux-loss-free balancing after each 
 every expert in the logs and in a plot (5.3). --n_expert 0 trains Part 4's dense model.
 
     python part5_moe/train.py                         # CPU config: a few minutes on 2 cores
-    python part5_moe/train.py --preset gpu            # the 10-50M-parameter milestone run (H100)
+    python part5_moe/train.py --preset gpu            # Part 4's milestone shape, 8 experts: 134M params, 49M active
     python part5_moe/train.py --resume out/part5/last.pt   # carry on exactly where a run stopped
     torchrun --nproc_per_node 2 part5_moe/train.py    # the same script on 2 processes
     python part5_moe/train.py --help
