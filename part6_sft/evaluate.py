@@ -88,6 +88,15 @@ def length_batches(lengths, batch_size):
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def check_room(model, longest_prompt, max_new_tokens):
+    """The cache holds block_size tokens and does not roll: the longest prompt and its answer must fit."""
+    block_size = model.config.block_size
+    if longest_prompt + max_new_tokens > block_size:
+        raise ValueError(f"the longest prompt has {longest_prompt} tokens (chat tokens included); with "
+                         f"max_new_tokens {max_new_tokens} that is more than the model's block_size {block_size}: "
+                         "lower max_new_tokens or shorten the prompts")
+
+
 @torch.no_grad()
 def generate_answers(model, tok, prompts, batch_size=64, max_new_tokens=32):
     """Greedy answers to prompts (strings), in the order given. Each prompt goes in the chat format
@@ -96,6 +105,7 @@ def generate_answers(model, tok, prompts, batch_size=64, max_new_tokens=32):
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     end_id = chat_token_ids(tok)["end"]
     encoded = [encode_prompt(tok, p) for p in prompts]
+    check_room(model, max((len(ids) for ids in encoded), default=0), max_new_tokens)
     answers = [None] * len(prompts)
     was_training = model.training
     model.eval()  # no dropout; and an MoE drops no tokens in eval mode (capacity applies in training only)
@@ -113,6 +123,8 @@ def items_per_second(model, tok, prompts, batch_size, max_new_tokens):
     """6.4 measured: the same prompts answered in batches of batch_size, then one at a time.
     Returns {"batched": items/s, "single": items/s, "speedup": batched / single, "same_answers": bool}.
     Greedy answers must not depend on the batch: same_answers checks it on real prompts."""
+    if not prompts:
+        raise ValueError("items_per_second needs at least one prompt to time")
     generate_answers(model, tok, prompts[:1], 1, max_new_tokens)  # warm-up: first-call costs are not speed
     batched, batched_s = timed(generate_answers, model, tok, prompts, batch_size, max_new_tokens)
     single, single_s = timed(generate_answers, model, tok, prompts, 1, max_new_tokens)
@@ -217,7 +229,7 @@ def spread(items, n):
 def main(argv=None):
     args = parse_args(argv)
     model, tok = load_chat_model(args.checkpoint, pick_device(args.device))
-    import tasks  # here, not at the top: the functions above need no task generator (train.py, chat.py)
+    import tasks  # here, not at the top: train.py and chat.py import this file and need no task generator
 
     examples = tasks.make_examples(args.split, args.per_family, args.seed)
     prompts = [ex.prompt for ex in examples]

@@ -5,6 +5,7 @@ The metrics are checked on examples worked by hand (in the comments); the batche
 greedy loop that reruns the whole text through the model for every token and writes the chat format itself.
 Run: python -m pytest -q tests/part6/test_part6_evaluate.py
 """
+import sys
 from collections import namedtuple
 
 import pytest
@@ -203,6 +204,44 @@ def test_bad_flags_are_one_line(args, words, capsys):
     with pytest.raises(SystemExit) as e:
         evaluate.parse_args(args)
     assert words in one_line_exit(e, capsys)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, monkeypatch):
+    """(path, tasks module): a random GPT with a chat tokenizer, saved as train.py saves best.pt, with room
+    for the longest task prompt and 32 new tokens. main imports tasks when it runs (by its bare name, as a
+    learner's `python part6_sft/evaluate.py` does): the test puts this part's tasks.py under that name."""
+    tasks, checkpoint, data = load_part("part6_sft", "tasks", "checkpoint", "data")
+    monkeypatch.setitem(sys.modules, "tasks", tasks)
+    tok = bpe.Tokenizer()
+    tok.train("the cat sat on the mat. a dog ran to the park and the cat ran after it. " * 4, vocab_size=280)
+    chat_format.add_chat_tokens(tok)
+    torch.manual_seed(0)
+    cfg = model_lib.GPTConfig(vocab_size=tok.vocab_size, block_size=160, n_layer=1, n_head=2, n_embd=16)
+    path = str(tmp_path / "best.pt")
+    checkpoint.save_checkpoint(path, model_lib.GPT(cfg), cfg, step=0, val_loss=1.0,
+                               extra={"tokenizer": data.tokenizer_to_dict(tok)})
+    return path, tasks
+
+
+def test_main_prints_a_row_per_family_and_the_bench(tiny_checkpoint, capsys):
+    path, tasks = tiny_checkpoint
+    scores, speed = evaluate.main(["--checkpoint", path, "--per_family", "2", "--bench", "--bench_items", "6",
+                                   "--batch_size", "8", "--device", "cpu"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith("| ") and not line.startswith(("| family", "| ---"))]
+    assert [row.split(" | ")[0][2:] for row in rows] == [*tasks.FAMILIES, "**mean** (macro)"]
+    assert all(row.split(" | ")[1] == "2" for row in rows[:-1])
+    assert rows[-1].split(" | ")[1] == str(2 * len(tasks.FAMILIES))
+    assert speed["same_answers"] and out[-1].startswith("items/s: batched (batch 8)")
+    assert out[-1].endswith("same answers: True")
+
+
+def test_main_with_no_room_for_the_answer_is_one_line(tiny_checkpoint, capsys):
+    path, _ = tiny_checkpoint
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", path, "--per_family", "1", "--max_new_tokens", "200", "--device", "cpu"])
+    assert "block_size 160" in one_line_exit(e, capsys)
 
 
 def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
