@@ -2,7 +2,7 @@
 
     python part5_moe/bench.py                          # CPU scale: six runs, about 5 minutes on 2 cores
     python part5_moe/bench.py --quick                  # a quarter of the steps: a 1-2 minute look
-    python part5_moe/bench.py --scale gpu              # the milestone on one GPU (Part 4's shape, ~13 minutes)
+    python part5_moe/bench.py --scale gpu              # the milestone on one GPU (Part 4's shape, ~12 minutes)
     python part5_moe/bench.py --only dense,moe --steps 200
     python part5_moe/bench.py --out part5_moe/results/cpu   # update the published figures
 
@@ -36,12 +36,14 @@ SCALES = {  # the train.py flags every variant shares; "steps" and "evals" (poin
     "cpu": dict(preset="cpu", data="data/gutenberg_train_a.txt.xz", val_data=VAL, max_chars=3_000_000,
                 tokenizer_chars=500_000, bpe_vocab_size=1024, n_layer=4, n_head=4, n_embd=128, block_size=64,
                 batch_size=16, lr=2e-3, dtype="fp32", compile=False, eval_iters=20, steps=250, evals=5),
-    # gpu: 1500 steps = 49M tokens, about 2 epochs of part A. Measured on an H200: a run starts in 10-18 s and
-    # compiles in ~23 s (dense) to ~33 s (MoE), then takes 30 / 39 / 39 / 43 / 81 ms a step (dense, moe, hybrid,
-    # moe_bias, dense_total); the first run also trains the BPE and tokenizes part A (25-45 s). All six runs take
-    # ~13 minutes: on a machine that stops a command at 10, run them in two calls (--only dense,moe,moe_no_balance
-    # and --only hybrid,dense_total,moe_bias). After 100 steps (3.3M tokens) the MoE was still 0.22 nats behind
-    # dense: a shorter run measures the MoE's slow start, not the milestone. An MoE evaluates dropless (each expert
+    # gpu: 1500 steps = 49M tokens, about 2 epochs of part A. Measured on an H200 (2026-12-04, results/gpu/):
+    # 30 / 38 / 39 / 37 / 38 / 81 ms a step once compiled (dense, moe, moe_no_balance, hybrid, moe_bias,
+    # dense_total); a whole run, start-up and compiling included, ~94 s (dense, the first run, which also trains
+    # the BPE and tokenizes part A), ~99-110 s (the MoE variants), ~161 s (dense_total). All six runs take
+    # ~12 minutes: on a machine that stops a command at 10, run them in two calls (--only dense,moe,moe_no_balance:
+    # 315 s, and --only hybrid,dense_total,moe_bias: 377 s). After 100 steps (3.3M tokens) the MoE was 0.22 nats
+    # behind dense, after 1500 steps 0.006: a shorter run measures the MoE's slow start, not the milestone; a
+    # longer one (4000 steps, 5 epochs of part A) overfits the MoE first. An MoE evaluates dropless (each expert
     # runs on every token), so eval_iters is small: 8 x 32k tokens is plenty.
     "gpu": dict(preset="gpu", data="data/gutenberg_train_a.txt.xz", val_data=VAL, max_chars=0,  # part A only
                 tokenizer_chars=20_000_000, bpe_vocab_size=8192, n_layer=6, n_head=12, n_embd=768, block_size=1024,
