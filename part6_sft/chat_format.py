@@ -3,8 +3,8 @@
 A base model continues text. To make it answer, every training example is written in one fixed layout,
 and at inference time we write the prompt in that layout and let the model continue:
 
-    <|user|>What is 2 + 3?<|end|><|assistant|>5<|end|>
-    '---------- prompt (given) -----------'  '- response (learned) -'
+    <|user|>What is 2 + 3?<|end|><|assistant|> 5<|end|>
+    '---------- prompt (given) -----------'  '-- response (learned) -'
 
 Why special tokens: <|user|>, <|assistant|> and <|end|> are each ONE id, added after the BPE vocabulary
 (add_chat_tokens). A user cannot type them: user text is encoded with tok.encode(text), which turns the
@@ -73,16 +73,21 @@ def encode_prompt(tok, prompt: str) -> list:
 
 
 def encode_response(tok, response: str) -> list:
-    """response + [END]: what the model learns to write, including when to stop."""
-    return [*tok.encode(response), chat_token_ids(tok)["end"]]
+    """" " + response + [END]: what the model learns to write, including when to stop.
+    subtle: the space. The BPE pre-tokenizer keeps a word's leading space ("jewel calm" -> "jewel", " calm"),
+    so a word inside a prompt is a " word" token, but the same word right after <|assistant|> would be a
+    different id ("calm"). Without the space, answering "calm" means learning a second spelling of every word
+    it copies: a small model learns it for the words it was trained on and fails on new ones (measured: 0%
+    exact on copying held-out words). With it, copying is copying ids. Answers are stripped when read."""
+    return [*tok.encode(" " + response), chat_token_ids(tok)["end"]]
 
 
 def render(prompt: str, response: str | None = None) -> str:
     """The same conversation as text, for display: tok.decode(encode_prompt + encode_response) gives it.
-    render("hi", "yo") -> "<|user|>hi<|end|><|assistant|>yo<|end|>"; without a response it ends at the
+    render("hi", "yo") -> "<|user|>hi<|end|><|assistant|> yo<|end|>"; without a response it ends at the
     point where the model starts writing."""
     text = f"{USER}{prompt}{END}{ASSISTANT}"
-    return text if response is None else f"{text}{response}{END}"
+    return text if response is None else f"{text} {response}{END}"
 
 
 # ----------------------------------------------------------------------------------------------------

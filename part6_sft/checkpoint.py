@@ -17,7 +17,8 @@ import torch
 from model import GPT, GPTConfig
 
 ARCH = "gpt"  # the model family; what a model looks like inside the family is in "model_config"
-RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "results.json", "loss.png")  # what a run leaves in --out_dir
+# what a run leaves in --out_dir (6.4 eval.md: the answers graded against gold)
+RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "results.json", "loss.png", "eval.md")
 
 
 def prepare_out_dir(out_dir, overwrite=False, resume=""):

@@ -29,7 +29,7 @@ model, so every later part can use either:
   5.4 hybrids: MoE in every moe_every-th block only, dense MLPs in the others; shared experts (moe.py)
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -360,6 +360,22 @@ class GPT(nn.Module):
         (top_k of n_expert per MoE layer). The total grows with n_expert; this, and the FLOPs, do not."""
         unused = sum(m.experts.c_fc.numel() + m.experts.c_proj.numel() for m in self.modules() if isinstance(m, MoE))
         return self.num_params() - unused * (1 - self.config.top_k / max(1, self.config.n_expert))
+
+    @torch.no_grad()
+    def grow_vocab(self, vocab_size):
+        """6.1 Room for new tokens (the chat tokens): the embedding, and the output layer tied to it, get
+        rows for ids vocab_size_old .. vocab_size-1. A new row starts at the mean of the old rows, not at
+        random: its logit then starts near the average token's, so the new tokens neither dominate the first
+        predictions nor start impossibly unlikely (Hewitt, "Initializing new word embeddings", 2021)."""
+        old = self.wte.weight
+        if vocab_size < old.size(0):
+            raise ValueError(f"grow_vocab cannot shrink the vocabulary ({old.size(0)} -> {vocab_size})")
+        new_rows = old.mean(0, keepdim=True).expand(vocab_size - old.size(0), -1)
+        self.wte = nn.Embedding(vocab_size, old.size(1), device=old.device, dtype=old.dtype)
+        self.wte.weight.copy_(torch.cat([old, new_rows]))
+        self.lm_head = nn.Linear(old.size(1), vocab_size, bias=False, device=old.device, dtype=old.dtype)
+        self.lm_head.weight = self.wte.weight  # tie them again: the new matrix both reads and writes tokens
+        self.config = replace(self.config, vocab_size=vocab_size)
 
     def position_embedding(self, start, T, device):
         if self.config.pos_embedding == "learned":

@@ -1,15 +1,18 @@
-"""Part 5: train a Mixture-of-Experts GPT with Part 4's loop. What the loop adds for MoE: the router's
-auxiliary losses inside the loss (model.py), aux-loss-free balancing after each step, and the load of
-every expert in the logs and in a plot (5.3). --n_expert 0 trains Part 4's dense model.
+"""Part 6: supervised fine-tuning. A pretrained GPT learns to follow instructions: the chat tokens join its
+vocabulary (6.1), it trains on instruction/response pairs with only the response counted in the loss (6.2),
+easy examples first (6.3), and its greedy answers on held-out tasks are graded against gold (6.4).
 
-    python part5_moe/train.py                         # CPU config: a few minutes on 2 cores
-    python part5_moe/train.py --preset gpu            # Part 4's milestone shape, 8 experts: 134M params, 49M active
-    python part5_moe/train.py --resume out/part5/last.pt   # carry on exactly where a run stopped
-    torchrun --nproc_per_node 2 part5_moe/train.py    # the same script on 2 processes
-    python part5_moe/train.py --help
+    python part6_sft/train.py                         # CPU: pretrain a small base if none is found, fine-tune, grade
+    python part6_sft/train.py --base out/part5/best.pt    # fine-tune a checkpoint of Part 4 or 5
+    python part6_sft/train.py --sft_data my_data.jsonl    # your own instructions ({"instruction", "input", "output"})
+    python part6_sft/train.py --order shuffle         # 6.3 without the curriculum
+    python part6_sft/train.py --stage pretrain        # Part 5's training on --data, as it was
+    python part6_sft/train.py --resume out/part6/last.pt   # carry on exactly where a run stopped
+    python part6_sft/train.py --help
 
-Steps: data -> tokens (4.1, cached) -> model -> training loop (2.4) with accumulation and autocast (4.2),
-a schedule (4.3), checkpoints (4.4) and logs (4.5, with 5.3 expert loads) -> best checkpoint + plots -> samples.
+Steps: base model (a checkpoint, or pretrained here) -> chat tokens (6.1) -> instruction examples as padded rows
+with masked labels (6.1, 6.2) -> the training loop of Parts 4-5, drawing easy examples first (6.3) -> the best
+checkpoint's answers on the held-out split, graded per task family (6.4).
 """
 import dataclasses
 import json
@@ -26,8 +29,10 @@ import torch
 
 import cli
 from checkpoint import load_checkpoint, prepare_out_dir, read_checkpoint, save_checkpoint
+from chat_format import add_chat_tokens, chat_token_ids, encode_prompt, encode_response
 from data import check_inputs, load_tokenizer, load_tokens, stored_tokenizer, tokenizer_to_dict
 from distributed import finish_distributed, mean_over_processes, setup_distributed, wrap_model
+from evaluate import format_table, generate_answers, items_per_second, score, spread
 from logger import RunLogger
 from model import GPT, GPTConfig
 from moe import moe_layers, take_expert_load, update_balance_bias
@@ -35,6 +40,10 @@ from optim import AdamW, clip_grad_norm
 from run_tools import (CtrlC, Throughput, check_not_diverged, peak_flops, plot_losses, to_device,
                        unigram_loss, word_overlap)
 from runtime import pick_device
+from sample import checkpoint_tokenizer
+from sft_data import SFTSet, build_sft_set, curriculum_pool, get_sft_batch
+from sft_loss import accumulate_gradients
+from tasks import grade, load_jsonl, make_examples, order_examples
 
 
 @dataclass
@@ -47,7 +56,7 @@ class TrainConfig:
     bpe_vocab_size: int = 4096  # BPE vocabulary, trained on the first tokenizer_chars of the data
     tokenizer_chars: int = 5_000_000  # characters the BPE merges are learned from
     cache_dir: str = "data/cache"  # tokenizers and token ids, reused by later runs on the same data
-    out_dir: str = "out/part5"  # best.pt, last.pt, metrics.jsonl, loss.png, results.json
+    out_dir: str = "out/part6"  # best.pt, last.pt, metrics.jsonl, loss.png, results.json, eval.md
     overwrite: bool = False     # replace an earlier run's results in out_dir (else such a folder is refused)
     val_fraction: float = 0.1   # without --val_data: the last 10% of the text is held out
     batch_size: int = 16        # sequences per micro-batch per process
@@ -74,6 +83,14 @@ class TrainConfig:
     target_loss: float = 0.0    # > 0: also report the wall time when val loss first reaches it
     seed: int = 1337            # the same seed gives the same run (on CPU)
     device: str = "auto"        # auto picks cuda, then mps, then cpu
+    stage: str = "sft"          # sft: fine-tune a base model on instructions | pretrain: Part 5's training on --data
+    base: str = "auto"          # model to fine-tune: auto (Part 5's or 4's best.pt, else pretrain one), a .pt, or none
+    base_steps: int = 600       # --base auto without a checkpoint: pretrain a base this many steps on --data first
+    sft_data: str = "synthetic"  # 6.1 synthetic (tasks.py's families) or an instruction .jsonl file
+    train_per_family: int = 400  # synthetic: training examples per task family
+    test_per_family: int = 50   # synthetic: held-out test examples per family (.jsonl: the last val_fraction)
+    order: str = "curriculum"   # 6.3 curriculum (easy examples first, harder ones join) | shuffle
+    eval_batch_size: int = 64   # 6.4 prompts answered together when grading against gold
 
     def __post_init__(self):  # bad values fail here, as one line, before any work starts
         if not 0 < self.lr < float("inf"):  # subtle: written so that nan fails too
@@ -111,24 +128,30 @@ class TrainConfig:
             raise ValueError(f"--tokenizer must be bpe or bytes, got {self.tokenizer!r}")
         if self.tokenizer == "bpe" and not 256 < self.bpe_vocab_size <= 1 << 16:  # token ids are cached as uint16
             raise ValueError(f"--bpe_vocab_size must be between 257 and 65536, got {self.bpe_vocab_size}")
+        if self.stage not in ("sft", "pretrain"):
+            raise ValueError(f"--stage must be sft or pretrain, got {self.stage!r}")
+        if self.order not in ("curriculum", "shuffle"):
+            raise ValueError(f"--order must be curriculum or shuffle, got {self.order!r}")
+        if min(self.base_steps, self.train_per_family, self.test_per_family, self.eval_batch_size) < 1:
+            raise ValueError("--base_steps, --train_per_family, --test_per_family and --eval_batch_size must be >= 1")
+        if not self.base or not self.sft_data:
+            raise ValueError("--base and --sft_data need a value (auto / none / a path; synthetic / a path)")
 
 
 # Named configurations. Flags given on the command line override them.
 PRESETS = {
-    "cpu": {"max_chars": 20_000_000, "n_expert": 8},  # the defaults with 8 experts, top-2, on 20M characters
-    "tiny": {"max_chars": 1_000_000, "tokenizer_chars": 300_000, "bpe_vocab_size": 512, "max_steps": 60,
+    # the base (when none is found): 4 layers, width 128, BPE 2048, 600 steps on 5M characters; then fine-tuning
+    "cpu": {"max_chars": 5_000_000, "tokenizer_chars": 1_000_000, "bpe_vocab_size": 2048, "batch_size": 32,
+            "max_steps": 3000, "lr": 3e-3, "eval_interval": 500, "sample_tokens": 0, "train_per_family": 3000},
+    "tiny": {"max_chars": 1_000_000, "tokenizer_chars": 300_000, "bpe_vocab_size": 1024, "max_steps": 60,
              "warmup_steps": 10, "eval_interval": 30, "eval_iters": 4, "batch_size": 8, "block_size": 64,
-             "n_layer": 2, "n_head": 2, "n_embd": 64, "sample_tokens": 20, "ckpt_interval": 30},
+             "n_layer": 2, "n_head": 2, "n_embd": 64, "sample_tokens": 20, "ckpt_interval": 30,
+             "base": "none", "base_steps": 30, "train_per_family": 20, "test_per_family": 2},
     "gpu": {"data": "data/gutenberg_train_a.txt.xz,data/gutenberg_train_b.txt.xz", "bpe_vocab_size": 8192,
             "tokenizer_chars": 20_000_000, "batch_size": 32, "block_size": 1024, "n_layer": 6, "n_head": 12,
-            "n_embd": 768, "max_steps": 5000, "lr": 1.5e-3, "warmup_steps": 200, "eval_interval": 500,
+            "n_embd": 768, "max_steps": 1500, "lr": 1.5e-3, "warmup_steps": 200, "eval_interval": 250,
             "eval_iters": 40, "log_interval": 100, "ckpt_interval": 1000, "compile": True, "sample_tokens": 300,
-            "n_expert": 8},
-    "shakespeare_gpu": {"data": "data/tinyshakespeare.txt", "val_data": "", "tokenizer": "bytes",
-                        "batch_size": 64, "block_size": 256, "n_layer": 6, "n_head": 6, "n_embd": 384,
-                        "max_steps": 1000, "lr": 3e-3, "warmup_steps": 100, "eval_interval": 50,
-                        "eval_iters": 10, "log_interval": 100, "ckpt_interval": 100000, "dropout": 0.2,
-                        "target_loss": 1.47, "sample_tokens": 300},
+            "n_expert": 8, "base_steps": 5000, "train_per_family": 2000, "test_per_family": 100},
 }
 
 
@@ -146,7 +169,8 @@ def parse_configs(argv=None, model_defaults=None):
 # command line may change how this session runs (RESUME_FREE) or stretch the run (RESUME_WARN, with a
 # warning), but not the recipe or the model: that would be a new run, not a continuation.
 RESUME_FREE = {"preset", "resume", "stop_after", "out_dir", "overwrite", "cache_dir", "device", "compile",
-               "tensorboard", "log_interval", "ckpt_interval", "sample_tokens", "use_sdpa"}
+               "tensorboard", "log_interval", "ckpt_interval", "sample_tokens", "use_sdpa", "base", "base_steps",
+               "eval_batch_size"}
 RESUME_WARN = {"max_steps", "eval_interval", "eval_iters", "target_loss", "dtype"}
 
 
@@ -221,11 +245,14 @@ def split_data(ids, val_fraction, block_size):
     return ids[:-n_val], ids[-n_val:]
 
 
-def get_batch(data, block_size, batch_size, generator=None, rank=0, world_size=1):
+def get_batch(data, block_size, batch_size, generator=None, rank=0, world_size=1, pool=1.0):
     """2.2 Random windows of block_size tokens; the targets are the same windows shifted by one:
     x = [t0 t1 t2 t3] -> y = [t1 t2 t3 t4], so position i learns to predict token i+1.
     Every process draws the same global batch (same generator state) and keeps its own slice, so
-    N processes with batch B see exactly the examples that 1 process with batch N*B sees."""
+    N processes with batch B see exactly the examples that 1 process with batch N*B sees.
+    6.1 Fine-tuning data (an SFTSet) gives whole examples instead, from the easiest `pool` share (6.3)."""
+    if isinstance(data, SFTSet):
+        return get_sft_batch(data, batch_size, generator, rank, world_size, pool)
     starts = torch.randint(len(data) - block_size, (batch_size * world_size,), generator=generator)
     starts = starts[rank * batch_size:(rank + 1) * batch_size].numpy()
     offsets = np.arange(block_size + 1)
@@ -346,27 +373,15 @@ def make_optimizer(model, cfg: TrainConfig, device="cpu"):
 
 # ----------------------------------------------------------------------------------------------------
 # 4.2 Gradient accumulation: k micro-batches of B give the gradient of one batch of k*B
-def accumulate_gradients(model, micro_batches, autocast, scaler, ddp=False):
-    """Forward and backward each micro-batch; returns the mean loss (a tensor: reading it with .item()
-    would make the CPU wait for the GPU every step). Each loss is divided by the number of
-    micro-batches, so the summed gradients equal the mean-loss gradient of the whole batch."""
-    total = 0.0
-    for i, (x, y) in enumerate(micro_batches):
-        last = i == len(micro_batches) - 1
-        # under DDP, gradients are averaged across processes only once, after the last micro-batch
-        with (model.no_sync() if ddp and not last else nullcontext()):
-            with autocast:
-                _, loss = model(x, y)
-            loss = loss / len(micro_batches)
-            scaler.scale(loss).backward()
-        total += loss.detach()
-    return total
-
-
 # ----------------------------------------------------------------------------------------------------
 # 2.4 The training loop, written out, in named steps: setup_run -> load_splits -> build_training ->
-# train_loop -> finish_run
+# train_loop -> finish_run. 6.x fine_tune runs the same steps on instruction data.
 def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
+    return pretrain(train_cfg, model_cfg) if train_cfg.stage == "pretrain" else fine_tune(train_cfg, model_cfg)
+
+
+def pretrain(train_cfg: TrainConfig, model_cfg: GPTConfig):
+    """Part 5's training on --data, unchanged: how a base model is made."""
     # inputs first: a missing file must not show up after minutes of tokenizer training
     check_inputs(data_paths(train_cfg) + [p for p in [train_cfg.val_data] if p], train_cfg.cache_dir)
     run = setup_run(train_cfg)
@@ -390,6 +405,120 @@ def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
     return result
 
 
+# ----------------------------------------------------------------------------------------------------
+# 6.1-6.4 Fine-tuning: the same loop, on instruction examples with masked labels, graded against gold
+def fine_tune(train_cfg: TrainConfig, model_cfg: GPTConfig):
+    train_ex, val_ex, test_ex = load_examples(train_cfg)  # first: a bad JSONL line must not show up after pretraining
+    run = setup_run(train_cfg)  # refuses an out_dir that holds an earlier run, before any work
+    resumed = load_checkpoint(train_cfg.resume, run.device) if train_cfg.resume else None
+    if resumed:  # its tokenizer already has the chat tokens, its model the rows for them
+        model, tok = resumed[0], checkpoint_tokenizer(resumed[1], train_cfg.resume)
+    else:
+        model, tok = base_model(train_cfg, model_cfg, run)
+        torch.manual_seed(train_cfg.seed + run.rank)  # the same run whether or not a base was pretrained just now
+    splits = sft_splits(train_ex, val_ex, tok, model.config.block_size)
+    run.row_tokens = splits["train"].mean_length
+    model, optimizer, scaler, gen = build_training(train_cfg, model.config, tok, run, resumed,
+                                                   None if resumed else model)
+    log = RunLogger(train_cfg.out_dir, enabled=run.master, tensorboard=train_cfg.tensorboard,
+                    resume_step=run.start_step - 1 if resumed else None)
+    log.text(f"device {run.device} x{run.world_size} | dtype {run.dtype} | {model.num_params():,} parameters | "
+             f"vocab {tok.vocab_size} | {len(train_ex):,} train / {len(test_ex):,} test examples | "
+             f"{tokens_per_step(train_cfg, model.config, run):,} tokens per step (mean)"
+             + (f" | resumed at step {run.start_step}" if resumed else ""))
+    before = None if resumed else grade_answers(model, tok, test_ex, train_cfg, log, "base model, before fine-tuning")
+    step, wall = train_loop(model, optimizer, scaler, gen, splits, tok, train_cfg, run, log)
+    log.close()
+    result = finish_run(model, tok, splits["train"], splits["val"], train_cfg, run, log, step, wall,
+                        gold=test_ex, before=before)
+    finish_distributed()
+    return result
+
+
+def load_examples(cfg: TrainConfig):
+    """6.1 (train, val, test) examples: tasks.py's families, or a JSONL file. The test split (held-out words,
+    numbers and phrasings) is only graded at the end; the validation loss that picks best.pt comes from more
+    examples like the training ones, so choosing a checkpoint never looks at the test items. A JSONL file's
+    last val_fraction is held out as the test split, and its validation examples are the same rows.
+    The training examples come in the order the run draws them (6.3)."""
+    try:
+        if cfg.sft_data == "synthetic":
+            train = make_examples("train", cfg.train_per_family, cfg.seed)
+            val = make_examples("train", cfg.test_per_family, cfg.seed + 1)  # another seed: other examples
+            test = make_examples("test", cfg.test_per_family, cfg.seed)
+        else:
+            rows = load_jsonl(cfg.sft_data)
+            n_test = max(1, int(len(rows) * cfg.val_fraction))
+            if len(rows) <= n_test:
+                raise ValueError(f"{cfg.sft_data} has {len(rows)} examples: too few to hold out a test split")
+            train, val, test = rows[:-n_test], rows[-n_test:], rows[-n_test:]
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    return order_examples(train, cfg.order, cfg.seed), val, test
+
+
+BASES = ("out/part5/best.pt", "out/part4/best.pt")  # --base auto: the default runs of Parts 5 and 4
+
+
+def base_model(cfg: TrainConfig, model_cfg: GPTConfig, run):
+    """The model to fine-tune and its tokenizer, with the chat tokens added (6.1). --base auto takes Part 5's
+    or Part 4's best.pt, else the base an earlier run of this part pretrained, else pretrains one now."""
+    path = cfg.base
+    if path == "auto":
+        own = os.path.join(cfg.out_dir, "base", "best.pt")
+        path = next((p for p in (*BASES, own) if os.path.isfile(p)), None) or pretrain_base(cfg, model_cfg)
+    if path == "none":  # a random model: what fine-tuning alone can do (and quick tests)
+        check_inputs(data_paths(cfg), cfg.cache_dir)
+        tok, _ = load_tokenizer(cfg.tokenizer, cfg.bpe_vocab_size, data_paths(cfg), cfg.cache_dir, cfg.tokenizer_chars)
+        model = GPT(dataclasses.replace(model_cfg, vocab_size=tok.vocab_size))
+    else:
+        model, ckpt = load_checkpoint(path, "cpu")
+        tok = checkpoint_tokenizer(ckpt, path)
+        print(f"fine-tuning {path} (step {ckpt['step']}, val loss {ckpt['val_loss']:.4f})")
+    try:
+        add_chat_tokens(tok)
+    except ValueError as e:
+        raise SystemExit(f"error: {path}: {e}") from None
+    model.grow_vocab(tok.vocab_size)
+    return model.to(run.device), tok
+
+
+def pretrain_base(cfg: TrainConfig, model_cfg: GPTConfig):
+    """No checkpoint to start from: pretrain a small base on --data first (Part 5's training, --base_steps
+    steps) into out_dir/base, where the next run finds it. Returns the path of its best.pt."""
+    base_cfg = dataclasses.replace(cfg, stage="pretrain", max_steps=cfg.base_steps, out_dir=os.path.join(
+        cfg.out_dir, "base"), overwrite=True, sample_tokens=0, stop_after=0)
+    print(f"no base model found ({', '.join(BASES)}): pretraining one for {cfg.base_steps} steps into "
+          f"{base_cfg.out_dir} first (--base PATH fine-tunes another)")
+    return pretrain(base_cfg, model_cfg)["checkpoint"]
+
+
+def sft_splits(train_ex, val_ex, tok, block_size):
+    """6.1 The examples as padded rows with the prompt's labels masked; padding is <|end|> (never counted)."""
+    pad = chat_token_ids(tok)["end"]
+    try:
+        return {"train": build_sft_set(train_ex, tok, block_size, pad),
+                "val": build_sft_set(val_ex, tok, block_size, pad)}
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def answer_budget(model, tok, examples):
+    """New tokens an answer may take: the longest gold answer and 8 more (room to be wrong, not to ramble)."""
+    longest = max(len(encode_response(tok, ex.response)) for ex in examples)
+    room = model.config.block_size - max(len(encode_prompt(tok, ex.prompt)) for ex in examples)
+    return max(1, min(room, longest + 8))
+
+
+def grade_answers(model, tok, examples, cfg: TrainConfig, log, name):
+    """6.4 Greedy answers (batched, each row stops at its own <|end|>), graded against gold per task family."""
+    answers = generate_answers(model, tok, [ex.prompt for ex in examples], cfg.eval_batch_size,
+                               answer_budget(model, tok, examples))
+    scores = score(examples, answers, grade)
+    log.text(f"{name}: exact match {scores['mean']['exact']:.1%} (mean over {len(scores) - 1} task families)")
+    return {"scores": scores, "answers": answers}
+
+
 @dataclass
 class Run:
     """Where and how this process runs, and the record of the run so far (restored by --resume)."""
@@ -405,6 +534,7 @@ class Run:
     time_offset: float = 0.0     # wall time of the run before a resume
     tokens_seen: int = 0         # training tokens so far, all sessions together
     expert_load: list = dataclasses.field(default_factory=list)  # 5.3 per MoE layer, each expert's share (last log)
+    row_tokens: float = 0.0      # 6.1 fine-tuning: the mean example length (a row is shorter than block_size)
 
     @property
     def master(self):
@@ -425,14 +555,15 @@ def setup_run(cfg: TrainConfig):
     return Run(device, rank, world_size, dtype, autocast)
 
 
-def build_training(train_cfg, model_cfg, tok, run, resumed):
-    """The model, optimizer, loss scaler and batch generator; a resumed run takes all four from its checkpoint."""
+def build_training(train_cfg, model_cfg, tok, run, resumed, model=None):
+    """The model, optimizer, loss scaler and batch generator; a resumed run takes all four from its checkpoint.
+    6.x model: the base model to fine-tune (else a new one)."""
     if resumed:
         model, ckpt = resumed
         if "optimizer" not in ckpt:
             raise SystemExit(f"error: {train_cfg.resume} holds no training state (a best.pt or another part's "
                              "checkpoint); --resume needs a last.pt written by this train.py")
-    else:
+    elif model is None:
         model = GPT(dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)).to(run.device)
     if model.config.vocab_size < tok.vocab_size:
         raise SystemExit(f"error: the model has {model.config.vocab_size} tokens but the tokenizer {tok.vocab_size}")
@@ -451,7 +582,8 @@ def build_training(train_cfg, model_cfg, tok, run, resumed):
 
 
 def tokens_per_step(train_cfg, model_cfg, run):
-    return train_cfg.batch_size * model_cfg.block_size * train_cfg.grad_accum_steps * run.world_size
+    row = round(run.row_tokens) or model_cfg.block_size  # 6.1 examples are shorter than a block (padding left out)
+    return train_cfg.batch_size * row * train_cfg.grad_accum_steps * run.world_size
 
 
 def train_loop(model, optimizer, scaler, gen, splits, tok, cfg: TrainConfig, run: Run, log):
@@ -471,8 +603,9 @@ def train_loop(model, optimizer, scaler, gen, splits, tok, cfg: TrainConfig, run
             lr = lr_at(step - 1, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            pool = curriculum_pool(step - 1, cfg.max_steps, cfg.order)  # 6.3 the share of examples open so far
             micro = [get_batch(splits["train"], model.config.block_size, cfg.batch_size, gen, run.rank,
-                               run.world_size) for _ in range(cfg.grad_accum_steps)]
+                               run.world_size, pool) for _ in range(cfg.grad_accum_steps)]
             micro = [(to_device(x, run.device), to_device(y, run.device)) for x, y in micro]
             loss = accumulate_gradients(fast, micro, run.autocast, scaler, ddp=run.world_size > 1)
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
@@ -526,14 +659,15 @@ def evaluate(model, splits, tok, step, elapsed, cfg: TrainConfig, run: Run, log)
         log.text(f"reached val {cfg.target_loss} at step {step}, {run.reached['time']:.1f}s")
 
 
-def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log, step, wall):
-    """The result dict; on rank 0 also the loss plot, results.json and a sample from the best checkpoint."""
+def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log, step, wall, gold=None, before=None):
+    """The result dict; on rank 0 also the loss plot, results.json and a sample from the best checkpoint.
+    6.4 Fine-tuning (gold: the held-out examples): the best checkpoint graded against gold instead of a sample."""
     steps_run = step - run.start_step + 1
     per_step = tokens_per_step(cfg, model.config, run)
     if steps_run > 0:
         log.text(f"best val loss {run.best_val:.4f} | {wall:.0f}s | {per_step * steps_run / wall:,.0f} tok/s")
     result = {"best_val": run.best_val, "history": run.history, "wall_time": wall, "reached_target": run.reached,
-              "unigram_val": unigram_loss(train_data, val_data, tok.vocab_size),
+              "unigram_val": None if gold else unigram_loss(train_data, val_data, tok.vocab_size),
               "tokens_per_step": per_step, "params": model.num_params(), "dtype": run.dtype,
               "active_params": model.num_active_params(),
               "steps": step, "tokens_seen": run.tokens_seen, "checkpoint": os.path.join(cfg.out_dir, "best.pt")}
@@ -545,10 +679,51 @@ def finish_run(model, tok, train_data, val_data, cfg: TrainConfig, run: Run, log
             peak = max(max(shares) * len(shares) for shares in run.expert_load)
             log.text(f"experts: the busiest took {peak:.2f}x an even share of the tokens at the end ("
                      + ("balanced)" if peak <= 1.5 else "unbalanced: raise --aux_loss_coef or set --bias_update_rate)"))
+        if gold:
+            result["sft"] = grade_best(result["checkpoint"], tok, gold, before, cfg, run, log)
         write_summary(result, cfg, model.config, run.device, run.world_size, run.time_offset + wall)
-        reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist()) if cfg.sample_tokens else ""
-        result.update(sample_from_best(result["checkpoint"], tok, reference, cfg, run.device, run.autocast))
+        if not gold:
+            reference = tok.decode(np.asarray(val_data[:1_000_000]).tolist()) if cfg.sample_tokens else ""
+            result.update(sample_from_best(result["checkpoint"], tok, reference, cfg, run.device, run.autocast))
     return result
+
+
+def grade_best(ckpt_path, tok, gold, before, cfg: TrainConfig, run: Run, log):
+    """6.4 The milestone: the best checkpoint's answers on the held-out split, per task family, into eval.md
+    (with the base model's, before fine-tuning), items/s batched against one at a time, and a verdict line."""
+    model, _ = load_checkpoint(ckpt_path, run.device)
+    after = grade_answers(model, tok, gold, cfg, log, "fine-tuned (best.pt)")
+    sample = spread(gold, 64)  # a few of every family: one at a time is slow
+    speed = items_per_second(model, tok, [ex.prompt for ex in sample], cfg.eval_batch_size,
+                             answer_budget(model, tok, sample))
+    scores, mean = after["scores"], after["scores"]["mean"]["exact"]
+    below = [f"{f} {s['exact']:.0%}" for f, s in scores.items() if f != "mean" and s["exact"] < 0.9]
+    table = format_table(scores)
+    print(table)
+    with open(os.path.join(cfg.out_dir, "eval.md"), "w") as f:
+        f.write(eval_report(table, gold, after["answers"], before, speed))
+    log.text(f"answers: {speed['batched']:.0f} items/s batched ({cfg.eval_batch_size} prompts), {speed['single']:.0f} "
+             f"one at a time ({speed['speedup']:.1f}x){'' if speed['same_answers'] else ', DIFFERENT answers'}")
+    log.text(f"verdict: exact match {mean:.1%} averaged over {len(scores) - 1} task families on held-out items"
+             + (f" (base model before fine-tuning: {before['scores']['mean']['exact']:.1%})" if before else "")
+             + (f"; below 90%: {', '.join(below)}" if below else "; every family at 90% or more"))
+    return {"exact": mean, "base_exact": before["scores"]["mean"]["exact"] if before else None,
+            "families": {f: s["exact"] for f, s in scores.items() if f != "mean"}, "items_per_s": speed}
+
+
+def eval_report(table, gold, answers, before, speed):
+    """eval.md: the table after fine-tuning, the base model's mean, the speed, and one answer per family."""
+    shown = {}
+    for ex, answer in zip(gold, answers):
+        shown.setdefault(ex.family, (ex, answer))
+    lines = ["# Graded against gold (held-out split)", "", table, ""]
+    if before:
+        lines += [f"Base model before fine-tuning: exact match {before['scores']['mean']['exact']:.1%} (mean).", ""]
+    lines += [f"Greedy answers: {speed['batched']:.0f} items/s in batches, {speed['single']:.0f} one at a time "
+              f"({speed['speedup']:.1f}x); the same answers: {speed['same_answers']}.", "",
+              "| family | prompt | gold | answer |", "| --- | --- | --- | --- |"]
+    lines += [f"| {f} | {ex.prompt} | {ex.response} | {a} |".replace("\n", " ") for f, (ex, a) in shown.items()]
+    return "\n".join(lines) + "\n"
 
 
 def write_summary(result, train_cfg, model_cfg, device, world_size, wall):
@@ -564,6 +739,7 @@ def write_summary(result, train_cfg, model_cfg, device, world_size, wall):
                "best_val": result["best_val"],
                "unigram_val": result["unigram_val"], "reached_target": result["reached_target"],
                "active_params": round(result["active_params"]), "expert_load": result.get("expert_load"),  # 5.2, 5.3
+               "sft": result.get("sft"),  # 6.4 exact match per family, the base model's, items/s
                "train_config": dataclasses.asdict(train_cfg), "model_config": dataclasses.asdict(model_cfg)}
     with open(os.path.join(train_cfg.out_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)

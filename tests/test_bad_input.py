@@ -65,6 +65,8 @@ BAD_VALUES = {
     # strict booleans: "maybe" is not False
     "bias": ["maybe"], "use_sdpa": ["maybe"], "compile": ["maybe"], "tensorboard": ["maybe"], "overwrite": ["maybe"],
     "seed": ["-1", str(2**70)],
+    "stage": ["finetune"], "order": ["random"], "base_steps": ["0"], "train_per_family": ["0"],  # Part 6
+    "test_per_family": ["0"], "eval_batch_size": ["0"], "base": [""], "sft_data": [""],
 }
 # Flags where any value of the right type is fine, or whose bad values are tested by behaviour below
 # (paths, devices). A new flag must go into BAD_VALUES or here: test_every_flag_is_covered.
@@ -119,13 +121,17 @@ FAST = {
     "part4_scaling": ["--preset", "tiny", "--data", "data/shakespeare_100k.txt", "--val_data", "", "--tokenizer",
                       "bytes", "--max_steps", "2", "--eval_interval", "1", "--eval_iters", "1", "--sample_tokens", "1",
                       "--tensorboard", "false", "--log_interval", "1"],
+    # fine-tuning: whole chat examples need a BPE and a block of 64 tokens (MODEL's 8 is too short)
+    "part6_sft": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--block_size", "64",
+                  "--train_per_family", "4", "--test_per_family", "1", "--max_steps", "2", "--eval_interval", "1",
+                  "--eval_iters", "1", "--tensorboard", "false", "--log_interval", "1"],
 }
 
 
 def fast_args(part, out_dir, *extra):
     known = [p for p in FAST if number(p) <= number(part)]  # a part not listed runs like the part before it
     cache = ["--cache_dir", str(out_dir.parent / "cache")] if "cache_dir" in config_fields(part) else []
-    return [*FAST[max(known, key=number)], *MODEL, *cache, "--out_dir", str(out_dir), *extra]  # extra wins
+    return [*MODEL, *FAST[max(known, key=number)], *cache, "--out_dir", str(out_dir), *extra]  # later flags win
 
 
 def number(part):

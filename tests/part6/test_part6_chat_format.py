@@ -53,9 +53,21 @@ def test_missing_chat_tokens_and_byte_tokenizer_are_one_line_errors():
 def test_encode_by_hand():
     tok = chat_tokenizer()
     assert chat.encode_prompt(tok, "hi") == [U, 104, 105, E, A]  # "h" = 104, "i" = 105
-    assert chat.encode_response(tok, "yo") == [121, 111, E]       # "y" = 121, "o" = 111
-    assert chat.render("hi", "yo") == "<|user|>hi<|end|><|assistant|>yo<|end|>"
+    assert chat.encode_response(tok, "yo") == [32, 121, 111, E]   # " " = 32, "y" = 121, "o" = 111
+    assert chat.render("hi", "yo") == "<|user|>hi<|end|><|assistant|> yo<|end|>"
     assert chat.render("hi") == "<|user|>hi<|end|><|assistant|>"
+
+
+def test_a_copied_word_is_the_same_ids_in_the_answer_as_in_the_prompt():
+    """The leading space of encode_response: "calm" inside the prompt and "calm" as the answer are one token
+    sequence, so copying a word the model never saw in fine-tuning is copying ids."""
+    tok = chat_tokenizer()
+    tok.train("jewel calm river calm stone calm jewel calm", vocab_size=270)
+    chat.add_chat_tokens(tok)
+    word = tok.encode(" calm")
+    prompt = chat.encode_prompt(tok, "Say the last word: jewel calm")
+    assert prompt[-2 - len(word):-2] == word and chat.encode_response(tok, "calm")[:-1] == word
+    assert tok.encode("calm") != word  # without the space it would be another spelling
 
 
 def test_render_is_what_the_ids_decode_to():
@@ -78,14 +90,14 @@ def test_typed_end_token_stays_plain_text():
 
 def test_pad_batch_by_hand():
     tok = chat_tokenizer()
-    pairs = [(chat.encode_prompt(tok, "hi"), chat.encode_response(tok, "yo")),  # full has 8 tokens
-             (chat.encode_prompt(tok, "a"), chat.encode_response(tok, "b"))]    # full has 6 tokens
+    pairs = [(chat.encode_prompt(tok, "hi"), chat.encode_response(tok, "yo")),  # full has 9 tokens
+             (chat.encode_prompt(tok, "a"), chat.encode_response(tok, "b"))]    # full has 7 tokens
     x, y = chat.pad_batch(pairs, pad_id=0)
-    # full = [U, h, i, E, A, y, o, E]: x drops the last, y drops the first and hides the 4 prompt labels
-    assert x.tolist() == [[U, 104, 105, E, A, 121, 111],
-                          [U, 97, E, A, 98, 0, 0]]       # "a" = 97, "b" = 98, two pad ids
-    assert y.tolist() == [[X, X, X, X, 121, 111, E],
-                          [X, X, X, 98, E, X, X]]        # padding labels are ignored too
+    # full = [U, h, i, E, A, " ", y, o, E]: x drops the last, y drops the first and hides the 4 prompt labels
+    assert x.tolist() == [[U, 104, 105, E, A, 32, 121, 111],
+                          [U, 97, E, A, 32, 98, 0, 0]]       # "a" = 97, "b" = 98, two pad ids
+    assert y.tolist() == [[X, X, X, X, 32, 121, 111, E],
+                          [X, X, X, 32, 98, E, X, X]]        # padding labels are ignored too
     assert x.dtype == y.dtype == torch.long
 
 
