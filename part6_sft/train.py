@@ -409,12 +409,15 @@ def pretrain(train_cfg: TrainConfig, model_cfg: GPTConfig):
 # 6.1-6.4 Fine-tuning: the same loop, on instruction examples with masked labels, graded against gold
 def fine_tune(train_cfg: TrainConfig, model_cfg: GPTConfig):
     train_ex, val_ex, test_ex = load_examples(train_cfg)  # first: a bad JSONL line must not show up after pretraining
+    base = None if train_cfg.resume else find_base(train_cfg)
+    if base in ("pretrain", "none"):  # the text is read: a missing file must not show up after minutes of work
+        check_inputs(data_paths(train_cfg) + [p for p in [train_cfg.val_data] if p], train_cfg.cache_dir)
     run = setup_run(train_cfg)  # refuses an out_dir that holds an earlier run, before any work
     resumed = load_checkpoint(train_cfg.resume, run.device) if train_cfg.resume else None
     if resumed:  # its tokenizer already has the chat tokens, its model the rows for them
         model, tok = resumed[0], checkpoint_tokenizer(resumed[1], train_cfg.resume)
     else:
-        model, tok = base_model(train_cfg, model_cfg, run)
+        model, tok = base_model(base, train_cfg, model_cfg, run)
         torch.manual_seed(train_cfg.seed + run.rank)  # the same run whether or not a base was pretrained just now
     splits = sft_splits(train_ex, val_ex, tok, model.config.block_size)
     run.row_tokens = splits["train"].mean_length
@@ -460,15 +463,20 @@ def load_examples(cfg: TrainConfig):
 BASES = ("out/part5/best.pt", "out/part4/best.pt")  # --base auto: the default runs of Parts 5 and 4
 
 
-def base_model(cfg: TrainConfig, model_cfg: GPTConfig, run):
-    """The model to fine-tune and its tokenizer, with the chat tokens added (6.1). --base auto takes Part 5's
-    or Part 4's best.pt, else the base an earlier run of this part pretrained, else pretrains one now."""
-    path = cfg.base
-    if path == "auto":
-        own = os.path.join(cfg.out_dir, "base", "best.pt")
-        path = next((p for p in (*BASES, own) if os.path.isfile(p)), None) or pretrain_base(cfg, model_cfg)
+def find_base(cfg: TrainConfig):
+    """The checkpoint to fine-tune: --base PATH or none as given; auto takes Part 5's or Part 4's best.pt,
+    else the base an earlier run of this part pretrained, else "pretrain" (one is pretrained now)."""
+    if cfg.base != "auto":
+        return cfg.base
+    own = os.path.join(cfg.out_dir, "base", "best.pt")
+    return next((p for p in (*BASES, own) if os.path.isfile(p)), "pretrain")
+
+
+def base_model(path, cfg: TrainConfig, model_cfg: GPTConfig, run):
+    """The model to fine-tune (find_base's path) and its tokenizer, with the chat tokens added (6.1)."""
+    if path == "pretrain":
+        path = pretrain_base(cfg, model_cfg)
     if path == "none":  # a random model: what fine-tuning alone can do (and quick tests)
-        check_inputs(data_paths(cfg), cfg.cache_dir)
         tok, _ = load_tokenizer(cfg.tokenizer, cfg.bpe_vocab_size, data_paths(cfg), cfg.cache_dir, cfg.tokenizer_chars)
         model = GPT(dataclasses.replace(model_cfg, vocab_size=tok.vocab_size))
     else:

@@ -20,8 +20,15 @@ module_of = load_part  # one copy of each module per part (partloader keeps them
 params = part_params
 
 
+def pretraining(train):
+    """Part 6 on fine-tunes by default; these tests are of the pretraining loop, which --stage pretrain runs.
+    (The fine-tuning run's resume and Ctrl-C are tested in test_bad_input.py, its batches in tests/part6.)"""
+    return ["--stage", "pretrain"] if "stage" in train.TrainConfig.__dataclass_fields__ else []
+
+
 def tiny_cfgs(train, tmp_path, *extra):
-    return train.parse_configs([*TINY, "--out_dir", str(tmp_path), "--cache_dir", str(tmp_path / "cache"), *extra])
+    return train.parse_configs([*TINY, *pretraining(train), "--out_dir", str(tmp_path), "--cache_dir",
+                                str(tmp_path / "cache"), *extra])
 
 
 def read_log(path):
@@ -161,7 +168,8 @@ def test_unigram_baseline_is_the_frequency_entropy(part, mod):
 @pytest.mark.parametrize("part, mod", params("wrap_model"))
 def test_two_processes_match_one_process_with_the_same_global_batch(part, mod, tmp_path):
     train = module_of(part, "train")
-    common = [*TINY, "--cache_dir", str(tmp_path / "cache"), "--max_steps", "6", "--eval_interval", "3",
+    common = [*TINY, *pretraining(train), "--cache_dir", str(tmp_path / "cache"), "--max_steps", "6",
+              "--eval_interval", "3",
               "--log_interval", "1", "--sample_tokens", "0"]
     train.main(*train.parse_configs([*common, "--batch_size", "8", "--out_dir", str(tmp_path / "one")]))
     # --standalone: torchrun finds a free port itself (a fixed port fails when another run holds it)

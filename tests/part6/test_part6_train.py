@@ -79,7 +79,8 @@ def test_a_fine_tuning_run_grades_its_answers_and_saves_a_chat_model(part6, tmp_
     report = (tmp_path / "sft" / "eval.md").read_text()
     assert "| **mean** (macro) |" in report and "Base model before fine-tuning" in report
     model, tok = evaluate.load_chat_model(str(tmp_path / "sft" / "best.pt"))  # chat.py can load what it wrote
-    assert model.config.vocab_size == tok.vocab_size and set(chat_format.chat_token_ids(tok)) == {"user", "assistant", "end"}
+    assert model.config.vocab_size == tok.vocab_size
+    assert set(chat_format.chat_token_ids(tok)) == {"user", "assistant", "end"}
 
 
 def test_base_auto_pretrains_a_base_once_then_finds_it(part6, tmp_path, monkeypatch, capsys):
