@@ -17,6 +17,10 @@ FAST_ARGS = {
     # Part 4's run with 2 experts a layer (the tiny preset alone trains a dense model, n_expert 0)
     "part5_moe": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--max_steps", "4",
                   "--eval_interval", "2", "--sample_tokens", "8", "--tensorboard", "false", "--n_expert", "2"],
+    # the whole fine-tuning path: no checkpoint in the copy, so --base auto pretrains a base first
+    "part6_sft": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--max_steps", "4",
+                  "--eval_interval", "2", "--tensorboard", "false", "--base", "auto", "--base_steps", "4",
+                  "--train_per_family", "4", "--test_per_family", "1"],
 }
 
 
