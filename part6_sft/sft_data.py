@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chat_format import IGNORE_INDEX, encode_prompt, encode_response, pad_batch
+from chat_format import encode_prompt, encode_response, pad_batch
 
 CURRICULUM_START = 0.2  # the share of the (ordered) examples the first step draws from
 CURRICULUM_RAMP = 0.5   # ...and the fraction of the run after which every example can be drawn
@@ -62,7 +62,3 @@ def get_sft_batch(data: SFTSet, batch_size, generator=None, rank=0, world_size=1
     T = int(data.lengths[rows].max())
     return data.x[rows, :T], data.y[rows, :T]
 
-
-def response_tokens(data: SFTSet):
-    """How many labels count (response tokens and their <|end|>) over all the examples."""
-    return int((data.y != IGNORE_INDEX).sum())

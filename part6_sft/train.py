@@ -48,7 +48,7 @@ from tasks import grade, load_jsonl, make_examples, order_examples
 
 @dataclass
 class TrainConfig:
-    preset: str = "cpu"         # cpu | gpu | shakespeare_gpu | tiny: a named set of defaults (PRESETS)
+    preset: str = "cpu"         # cpu | gpu | tiny: a named set of defaults (PRESETS)
     data: str = "data/gutenberg_train_a.txt.xz"  # comma-separated .txt or .txt.xz files
     val_data: str = "data/gutenberg_fiction_valid.txt.xz"  # empty: hold out val_fraction of --data
     max_chars: int = 0          # > 0: read only the first max_chars characters of each file (quick runs)
