@@ -29,7 +29,7 @@ import torch
 
 import cli
 from checkpoint import load_checkpoint, prepare_out_dir, read_checkpoint, save_checkpoint
-from chat_format import add_chat_tokens, chat_token_ids, encode_prompt, encode_response
+from chat_format import CHAT_TOKENS, add_chat_tokens, chat_token_ids, encode_prompt, encode_response
 from data import check_inputs, load_tokenizer, load_tokens, stored_tokenizer, tokenizer_to_dict
 from distributed import finish_distributed, mean_over_processes, setup_distributed, wrap_model
 from evaluate import format_table, generate_answers, items_per_second, score, spread
@@ -90,6 +90,7 @@ class TrainConfig:
     train_per_family: int = 400  # synthetic: training examples per task family
     test_per_family: int = 50   # synthetic: held-out test examples per family (.jsonl: the last val_fraction)
     order: str = "curriculum"   # 6.3 curriculum (easy examples first, harder ones join) | shuffle
+    freeze_embeddings: bool = True  # 6.1 the base's token rows stay as pretrained; only the chat tokens' rows learn
     eval_batch_size: int = 64   # 6.4 prompts answered together when grading against gold
 
     def __post_init__(self):  # bad values fail here, as one line, before any work starts
@@ -146,7 +147,8 @@ PRESETS = {
     "tiny": {"max_chars": 1_000_000, "tokenizer_chars": 300_000, "bpe_vocab_size": 1024, "max_steps": 60,
              "warmup_steps": 10, "eval_interval": 30, "eval_iters": 4, "batch_size": 8, "block_size": 64,
              "n_layer": 2, "n_head": 2, "n_embd": 64, "sample_tokens": 20, "ckpt_interval": 30,
-             "base": "none", "base_steps": 30, "train_per_family": 20, "test_per_family": 2},
+             "base": "none", "base_steps": 30, "train_per_family": 20, "test_per_family": 2,
+             "freeze_embeddings": False},
     "gpu": {"data": "data/gutenberg_train_a.txt.xz,data/gutenberg_train_b.txt.xz", "bpe_vocab_size": 8192,
             "tokenizer_chars": 20_000_000, "batch_size": 32, "block_size": 1024, "n_layer": 6, "n_head": 12,
             "n_embd": 768, "max_steps": 1500, "lr": 1.5e-3, "warmup_steps": 200, "eval_interval": 250,
@@ -423,6 +425,8 @@ def fine_tune(train_cfg: TrainConfig, model_cfg: GPTConfig):
     run.row_tokens = splits["train"].mean_length
     model, optimizer, scaler, gen = build_training(train_cfg, model.config, tok, run, resumed,
                                                    None if resumed else model)
+    if train_cfg.freeze_embeddings:
+        run.after_step = freeze_token_rows(model, tok.vocab_size - len(CHAT_TOKENS))
     log = RunLogger(train_cfg.out_dir, enabled=run.master, tensorboard=train_cfg.tensorboard,
                     resume_step=run.start_step - 1 if resumed else None)
     log.text(f"device {run.device} x{run.world_size} | dtype {run.dtype} | {model.num_params():,} parameters | "
@@ -436,6 +440,26 @@ def fine_tune(train_cfg: TrainConfig, model_cfg: GPTConfig):
                         gold=test_ex, before=before)
     finish_distributed()
     return result
+
+
+def freeze_token_rows(model, n_frozen):
+    """6.1 --freeze_embeddings: rows 0..n_frozen-1 of the tied embedding (the base's tokens) stop learning;
+    the chat tokens' rows after them still learn. Why: a held-out word is never an answer in fine-tuning, so
+    every step pushes its output row away from the hidden states that predict answers, and the input side
+    (the same tied row) drifts with it: the model then neither reads nor writes that word as pretraining
+    taught it. Measured (H200, the CPU preset's model, the word pool): 52.5% -> 61.9% exact match overall.
+    The hook zeroes the frozen rows' gradient (so they take no share of --grad_clip); the returned function,
+    called after every optimizer step, puts the rows back (AdamW's weight decay would shrink them)."""
+    weight = model.wte.weight
+    pretrained = weight.detach()[:n_frozen].clone()
+    learns = torch.ones(weight.size(0), 1, device=weight.device)
+    learns[:n_frozen] = 0
+    weight.register_hook(lambda grad: grad * learns)
+
+    def restore():
+        with torch.no_grad():
+            weight[:n_frozen] = pretrained
+    return restore
 
 
 def load_examples(cfg: TrainConfig):
@@ -543,6 +567,7 @@ class Run:
     tokens_seen: int = 0         # training tokens so far, all sessions together
     expert_load: list = dataclasses.field(default_factory=list)  # 5.3 per MoE layer, each expert's share (last log)
     row_tokens: float = 0.0      # 6.1 fine-tuning: the mean example length (a row is shorter than block_size)
+    after_step: object = None    # 6.1 called after every optimizer step (freeze_token_rows puts rows back)
 
     @property
     def master(self):
@@ -619,6 +644,8 @@ def train_loop(model, optimizer, scaler, gen, splits, tok, cfg: TrainConfig, run
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             grad_norm = clip(fast.parameters(), cfg.grad_clip)  # tames rare loss spikes
             scaler.step(optimizer)
+            if run.after_step:
+                run.after_step()
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             if model.config.bias_update_rate:  # 5.3 aux-loss-free balancing: nudge each expert's selection bias

@@ -145,10 +145,47 @@ def test_the_word_split_is_every_fifth_of_the_sorted_list():
     for items, split in [(tasks.WORDS, tasks.SPLIT_WORDS), (tasks.NAMES, tasks.SPLIT_NAMES),
                          (tasks.COLORS, tasks.SPLIT_COLORS), (tasks.OBJECTS, tasks.SPLIT_OBJECTS)]:
         assert len(set(items)) == len(items), "a word listed twice"
-        assert sorted(split["train"] + split["test"]) == sorted(items)
-        assert split["test"] and len(split["test"]) == len(items) // 5
+        every_fifth = tasks.split_every_fifth(items)
+        assert split["test"] == every_fifth["test"] and len(split["test"]) == len(items) // 5
+        assert set(every_fifth["train"]) <= set(split["train"])  # train: the rest of the list (and the pool)
     assert 300 <= len(tasks.WORDS) <= 400
     assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 7 for w in tasks.WORDS)
+
+
+def test_the_word_pool_joins_train_only_and_holds_no_test_item():
+    words, names = tasks.load_word_pool()
+    assert len(words) == 3000 and len(names) == 250
+    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 7 for w in words)
+    assert all(n[0].isupper() and n[1:].islower() and not n.endswith("s") for n in names)
+    held_out = {w.lower() for s in (tasks.SPLIT_WORDS, tasks.SPLIT_NAMES, tasks.SPLIT_COLORS, tasks.SPLIT_OBJECTS)
+                for w in s["test"]}
+    assert not held_out & {w.lower() for w in words + names}
+    assert set(words) <= set(tasks.SPLIT_WORDS["train"]) and set(names) <= set(tasks.SPLIT_NAMES["train"])
+    assert len(tasks.SPLIT_WORDS["train"]) > 3000  # the pool is most of the training words
+
+
+def test_template_words_are_every_word_of_the_questions_and_none_joins_the_pool():
+    items = {w for s in (tasks.SPLIT_WORDS, tasks.SPLIT_NAMES, tasks.SPLIT_COLORS, tasks.SPLIT_OBJECTS)
+             for split in ("train", "test") for w in s[split]}
+    places = {w for pair in tasks.CAPITALS.items() for w in " ".join(pair).split()}
+    for e in split("train") + split("test"):
+        others = set(re.findall(r"[A-Za-z]+", e.prompt)) - items - places
+        assert {w.lower() for w in others} <= tasks.TEMPLATE_WORDS, (others, e.prompt)
+    words, names = tasks.load_word_pool()
+    assert not tasks.TEMPLATE_WORDS & {w.lower() for w in words + names}
+
+
+def test_the_shipped_pool_is_what_build_word_pool_makes_from_the_corpus(tmp_path, capsys):
+    tasks.write_word_pool(path=tmp_path / "pool.json")
+    assert json.loads((tmp_path / "pool.json").read_text()) == json.loads(tasks.POOL_FILE.read_text())
+
+
+def test_build_word_pool_by_hand():
+    text = "the cat saw the dog. the cat ran to Zorba and Zoe; met Pim by the zzzzzzzzz sea"
+    pool = tasks.build_word_pool(text, n_words=3, n_names=5)
+    assert pool["words"] == ["cat", "dog", "saw"]  # most frequent first, then sorted; "the" is a template word,
+    # "to" too short
+    assert pool["names"] == ["Pim", "Zorba"]  # Zoe is a test name; "the" before "cat" is no capital
 
 
 HELD_OUT = {*tasks.SPLIT_WORDS["test"], *tasks.SPLIT_NAMES["test"], *tasks.SPLIT_COLORS["test"],

@@ -44,6 +44,39 @@ def test_grown_vocab_keeps_every_old_logit_and_starts_new_rows_at_the_mean(part6
         gpt.grow_vocab(10)
 
 
+# --- 6.1 --freeze_embeddings
+def test_frozen_token_rows_stay_as_pretrained_while_the_chat_rows_and_the_rest_learn(part6):
+    train, model, *_ = part6
+    torch.manual_seed(0)
+    gpt = model.GPT(model.GPTConfig(vocab_size=53, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    before = {name: p.detach().clone() for name, p in gpt.named_parameters()}
+    restore = train.freeze_token_rows(gpt, 50)
+    opt = torch.optim.AdamW(gpt.parameters(), lr=1e-2, weight_decay=0.5)  # decay alone would move every row
+    for _ in range(3):
+        idx = torch.randint(0, 53, (4, 8))
+        loss = torch.nn.functional.cross_entropy(gpt(idx)[0].flatten(0, 1), idx.roll(-1, 1).flatten())
+        opt.zero_grad()
+        loss.backward()
+        assert gpt.wte.weight.grad[:50].abs().max() == 0 and gpt.wte.weight.grad[50:].abs().max() > 0
+        opt.step()
+        restore()
+    assert torch.equal(gpt.wte.weight[:50], before["wte.weight"][:50])  # bit for bit, weight decay undone
+    assert not torch.allclose(gpt.wte.weight[50:], before["wte.weight"][50:])
+    assert not torch.allclose(gpt.blocks[0].attn.c_attn.weight, before["blocks.0.attn.c_attn.weight"])
+
+
+def test_a_fine_tuning_run_keeps_the_base_rows_unless_told_otherwise(part6, tmp_path):
+    train, _, _, _, checkpoint, _ = part6
+    base = run(train, tmp_path / "base", "--stage", "pretrain")["checkpoint"]
+    base_rows = checkpoint.read_checkpoint(base)["model"]["wte.weight"]
+    for freeze, same in (("true", True), ("false", False)):
+        out = tmp_path / f"sft_{freeze}"
+        run(train, out, "--base", base, "--freeze_embeddings", freeze, "--train_per_family", "4",
+            "--test_per_family", "1")
+        rows = checkpoint.read_checkpoint(out / "last.pt")["model"]["wte.weight"]
+        assert torch.equal(rows[:len(base_rows)], base_rows) == same
+
+
 # --- 6.3 the curriculum's pool
 def test_the_pool_grows_from_a_fifth_to_everything_at_half_the_run(part6):
     _, _, sft_data, *_ = part6
