@@ -13,7 +13,8 @@ What makes the test split a test (a model must generalize, not recall):
   - words, names, colors and objects: each list is sorted and every 5th item (index 4, 9, 14, ...) is a
     TEST item, the rest TRAIN. A test prompt uses only test items, a train prompt only train items, so no
     test word is ever seen in fine-tuning. The model still knows these words from pretraining: copying,
-    reversing or counting them is the skill being tested.
+    reversing or counting them is the skill being tested. The train side also draws on 3000 corpus words
+    and 250 corpus names (train_words.json, below): a skill, not a list, is what should be learned.
   - numbers: a held-out number token could never be learned (fine-tuning is the only place the model
     sees "37" as an answer), so every number appears in train and only COMBINATIONS are held out: a
     pair or list of numbers is TEST when crc32 of its sorted values ("3,7") is divisible by 5 (about 1 in
@@ -27,8 +28,8 @@ Families with few possible items repeat items inside a split when asked for more
 with replacement). Distinct prompts, train / test: add 252 / 48 (84 / 16 ordered digit pairs, 3 templates),
 subtract 141 / 24, capital 100 / 50 (25 countries, 4 / 2 templates). A test split of 100 per family then
 holds each add prompt about twice: fine for a score (each item counts the same on average), and the honest
-size of such a family. repeat_word has 3708 / 924 (309 / 77 words, N 2-5, 3 templates); every other family
-has tens of thousands or more. Every test prompt is absent from the train split.
+size of such a family. repeat_word has 37,056 / 924 (3,088 / 77 words, N 2-5, 3 templates); every
+other family has tens of thousands or more. Every test prompt is absent from the train split.
 
 Lengths: the model's context is 64 tokens for prompt + response + 4 chat tokens. With a 2048-token BPE
 learned on 300k characters of Gutenberg, the longest of 2000 examples per family is 48 tokens and the
