@@ -67,6 +67,9 @@ BAD_VALUES = {
     "seed": ["-1", str(2**70)],
     "stage": ["finetune"], "order": ["random"], "base_steps": ["0"], "train_per_family": ["0"],  # Part 6
     "test_per_family": ["0"], "eval_batch_size": ["0"], "base": [""], "sft_data": [""],
+    "sft": [""], "pairs": [""], "sft_steps": ["0"], "pairs_per_family": ["0"], "error_prompts": ["0"],  # Part 7
+    "rm_steps": ["0"], "rm_batch_size": ["0"], "rm_lr": ["0", "nan"], "rm_loss": ["hinge"], "rm_margin": ["-1"],
+    "center_coef": ["-1", "nan"],
 }
 # Flags where any value of the right type is fine, or whose bad values are tested by behaviour below
 # (paths, devices). A new flag must go into BAD_VALUES or here: test_every_flag_is_covered.
@@ -116,15 +119,19 @@ def test_a_block_longer_than_the_toy_text_is_one_line(part, capsys):
 # ----------------------------------------------------------------------------------------------------
 # Tiny, fast runs of every part's train.py (a later part is a copy of Part 4, so it gets Part 4's flags)
 MODEL = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "8", "--batch_size", "2"]
+# fine-tuning: whole chat examples need a BPE and a block of 64 tokens (MODEL's 8 is too short)
+SFT_FAST = ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--block_size", "64",
+            "--train_per_family", "4", "--test_per_family", "1", "--max_steps", "2", "--eval_interval", "1",
+            "--eval_iters", "1", "--tensorboard", "false", "--log_interval", "1"]
 FAST = {
     "part2_tiny_llm": ["--max_steps", "2", "--eval_interval", "1", "--eval_iters", "1", "--sample_tokens", "1"],
     "part4_scaling": ["--preset", "tiny", "--data", "data/shakespeare_100k.txt", "--val_data", "", "--tokenizer",
                       "bytes", "--max_steps", "2", "--eval_interval", "1", "--eval_iters", "1", "--sample_tokens", "1",
                       "--tensorboard", "false", "--log_interval", "1"],
-    # fine-tuning: whole chat examples need a BPE and a block of 64 tokens (MODEL's 8 is too short)
-    "part6_sft": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--block_size", "64",
-                  "--train_per_family", "4", "--test_per_family", "1", "--max_steps", "2", "--eval_interval", "1",
-                  "--eval_iters", "1", "--tensorboard", "false", "--log_interval", "1"],
+    "part6_sft": SFT_FAST,
+    # Part 7 trains a reward model by default; these tests are of the fine-tuning run it carries (--stage sft).
+    # The reward run's own bad input is tested in tests/part7/test_part7_train.py
+    "part7_reward": [*SFT_FAST, "--stage", "sft"],
 }
 
 

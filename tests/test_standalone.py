@@ -21,6 +21,11 @@ FAST_ARGS = {
     "part6_sft": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--max_steps", "4",
                   "--eval_interval", "2", "--tensorboard", "false", "--base", "auto", "--base_steps", "4",
                   "--train_per_family", "4", "--test_per_family", "1"],
+    # the whole reward path: no SFT model in the copy, so --sft auto fine-tunes one (on a base it pretrains)
+    "part7_reward": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--max_steps", "4",
+                     "--eval_interval", "2", "--tensorboard", "false", "--base", "auto", "--base_steps", "4",
+                     "--train_per_family", "4", "--test_per_family", "1", "--sft", "auto", "--sft_steps", "4",
+                     "--pairs_per_family", "2", "--error_prompts", "1", "--rm_steps", "4", "--rm_batch_size", "2"],
 }
 
 
