@@ -147,9 +147,6 @@ class TrainConfig:
             raise ValueError(f"--bpe_vocab_size must be between 257 and 65536, got {self.bpe_vocab_size}")
         if self.stage not in ("reward", "sft", "pretrain"):
             raise ValueError(f"--stage must be reward, sft or pretrain, got {self.stage!r}")
-        if self.stage == "reward" and self.resume:
-            raise ValueError("--resume continues --stage sft or pretrain runs; a reward model trains in minutes: "
-                             "start it again")
         if self.rm_loss not in ("bt", "margin"):
             raise ValueError(f"--rm_loss must be bt or margin, got {self.rm_loss!r}")
         if min(self.sft_steps, self.pairs_per_family, self.error_prompts, self.rm_steps, self.rm_batch_size) < 1:
@@ -590,6 +587,9 @@ SFTS = ("out/part6/best.pt",)  # --sft auto: Part 6's default run
 def train_reward(train_cfg: TrainConfig, model_cfg: GPTConfig):
     """Find (or fine-tune) the SFT model, build the pairs (7.1), train the reward model (7.2, 7.3) and run
     the sanity checks (7.4): report.md, rewards.png, margins.png, results.json and a verdict line."""
+    if train_cfg.resume:  # a --resume of a fine-tuning run takes its --stage sft from the checkpoint
+        raise SystemExit("error: --resume continues --stage sft or pretrain runs (last.pt); a reward model "
+                         "trains in minutes: start it again")
     try:  # a bad pairs file must not show up after minutes of fine-tuning
         own_pairs = None if train_cfg.pairs == "synthetic" else jsonl_pairs(train_cfg)
     except ValueError as e:

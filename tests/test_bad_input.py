@@ -66,7 +66,7 @@ BAD_VALUES = {
     "bias": ["maybe"], "use_sdpa": ["maybe"], "compile": ["maybe"], "tensorboard": ["maybe"], "overwrite": ["maybe"],
     "seed": ["-1", str(2**70)],
     "stage": ["finetune"], "order": ["random"], "base_steps": ["0"], "train_per_family": ["0"],  # Part 6
-    "test_per_family": ["0"], "eval_batch_size": ["0"], "base": [""], "sft_data": [""],
+    "test_per_family": ["0"], "eval_batch_size": ["0"], "base": [""], "sft_data": [""], "freeze_embeddings": ["maybe"],
     "sft": [""], "pairs": [""], "sft_steps": ["0"], "pairs_per_family": ["0"], "error_prompts": ["0"],  # Part 7
     "rm_steps": ["0"], "rm_batch_size": ["0"], "rm_lr": ["0", "nan"], "rm_loss": ["hinge"], "rm_margin": ["-1"],
     "center_coef": ["-1", "nan"],

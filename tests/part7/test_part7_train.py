@@ -98,8 +98,10 @@ def test_a_base_model_without_chat_tokens_is_one_line(part7, tmp_path, capsys):
 
 def test_resume_is_refused_for_the_reward_run(part7, tmp_path, capsys):
     train = part7[0]
-    line = exits(capsys, lambda: run(train, tmp_path / "rm", "--resume", str(tmp_path / "last.pt")))
-    assert "--resume" in line and "--stage sft" in line
+    cfg, model_cfg = train.parse_configs([*TINY, "--out_dir", str(tmp_path / "rm")])
+    cfg.resume = str(tmp_path / "last.pt")  # as if resume_configs had kept --stage reward
+    line = exits(capsys, lambda: train.main(cfg, model_cfg))
+    assert "--resume" in line and "--stage sft" in line and not (tmp_path / "rm").exists()
 
 
 def test_pair_batches_stack_chosen_then_rejected_on_either_side(part7, tiny_run):
