@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from chat_format import IGNORE_INDEX, chat_token_ids, encode_prompt, encode_response
+from chat_format import chat_token_ids, encode_prompt, encode_response, pad_batch
 from checkpoint import load_checkpoint, save_checkpoint
 from rm_loss import gather_last
 from sft_loss import response_logprob
@@ -116,11 +116,12 @@ def logprob_scorer(model, tok, device="cpu"):
     SFT model), summed over the response's tokens and its <|end|> (sft_loss.response_logprob). It needs no
     training, so a trained reward model that ranks pairs worse than this has not read out what its trunk knew."""
     def score(prompts, responses):
-        idx, mask = encode_rows(tok, prompts, responses, model.config.block_size)   # right-padded
-        labels = torch.full_like(idx, IGNORE_INDEX)      # labels[b, t]: the token after t, if it is the answer's
-        for b, (length, response) in enumerate(zip(mask.sum(1).tolist(), responses)):
-            n = min(len(encode_response(tok, response)), length - 1)
-            labels[b, length - n - 1:length - 1] = idx[b, length - n:length]
+        block = model.config.block_size
+        rows = []
+        for prompt, response in zip(prompts, responses):
+            answer = encode_response(tok, response)[:block]
+            rows.append((encode_prompt(tok, prompt)[-max(1, block + 1 - len(answer)):], answer))  # keep the end
+        idx, labels = pad_batch(rows, chat_token_ids(tok)["end"])  # 6.1 labels: the answer's tokens only
         was_training = model.training
         model.eval()
         try:

@@ -8,7 +8,6 @@
 Each step of the loop scores a batch of pairs in ONE forward pass: the chosen rows and the rejected rows are
 stacked into a (2B, T) batch, so both sides see the same weights, dropout mode and padding rules.
 """
-import math
 import os
 import time
 
@@ -108,25 +107,17 @@ def evaluate_pairs(rm, data, cfg, device, batch_size=128):
     return sum(losses) / n, pair_accuracy(torch.cat(chosen), torch.cat(rejected))
 
 
-def rm_lr(step, cfg):
-    """Linear warmup over the first 10% of the steps, then cosine to 10% of --rm_lr."""
-    warmup = max(1, cfg.rm_steps // 10)
-    if step < warmup:
-        return cfg.rm_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, cfg.rm_steps - warmup)
-    return cfg.rm_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def train_reward_model(rm, train, val, cfg, device, log, save_best):
+def train_reward_model(rm, train, val, cfg, device, log, save_best, lr_of):
     """7.3 --rm_steps steps of --rm_batch_size pairs; every eval_interval the val pairs pick the best model
-    (save_best(step, val_loss, val_acc) writes it). Returns the history of evaluations."""
+    (save_best(step, val_loss, val_acc) writes it). lr_of(step): the schedule (train.py: Part 4's lr_at).
+    Returns the history of evaluations."""
     optimizer = torch.optim.AdamW(rm.parameters(), lr=cfg.rm_lr, weight_decay=0.0, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed)
     history, best, t0 = [], float("inf"), time.time()
     rm.train()
     for step in range(1, cfg.rm_steps + 1):
         for group in optimizer.param_groups:
-            group["lr"] = rm_lr(step - 1, cfg)
+            group["lr"] = lr_of(step - 1)
         rows = torch.randint(len(train["pairs"]), (cfg.rm_batch_size,), generator=gen)
         loss, r_c, r_r = pair_loss(rm, train, rows, cfg, device)
         optimizer.zero_grad(set_to_none=True)
@@ -135,9 +126,9 @@ def train_reward_model(rm, train, val, cfg, device, log, save_best):
         optimizer.step()
         if step % cfg.log_interval == 0 or step == 1:
             spent = time.time() - t0
-            log.scalars(step, rm_loss=loss.item(), batch_acc=pair_accuracy(r_c, r_r), lr=rm_lr(step - 1, cfg))
+            log.scalars(step, rm_loss=loss.item(), batch_acc=pair_accuracy(r_c, r_r), lr=lr_of(step - 1))
             log.text(f"rm step {step:5d} | loss {loss.item():.4f} | batch acc {pair_accuracy(r_c, r_r):.0%} | "
-                     f"lr {rm_lr(step - 1, cfg):.2e} | {step * cfg.rm_batch_size / spent:,.0f} pairs/s | "
+                     f"lr {lr_of(step - 1):.2e} | {step * cfg.rm_batch_size / spent:,.0f} pairs/s | "
                      f"ETA {spent / step * (cfg.rm_steps - step):.0f}s")
         if step % cfg.eval_interval == 0 or step == cfg.rm_steps:
             val_loss, val_acc = evaluate_pairs(rm, val, cfg, device)

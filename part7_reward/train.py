@@ -619,7 +619,9 @@ def train_reward(train_cfg: TrainConfig, model_cfg: GPTConfig):
     def save_best(step, val_loss, val_acc):
         save_reward_model(best_path, rm, tokenizer_to_dict(tok), step, val_loss, {"val_acc": val_acc, "sft": sft_path})
 
-    history = train_reward_model(rm, data["train"], data["val"], train_cfg, run.device, log, save_best)
+    schedule = reward_schedule(train_cfg)
+    history = train_reward_model(rm, data["train"], data["val"], train_cfg, run.device, log, save_best,
+                                 lambda step: lr_at(step, schedule))
     rm, _ = load_reward_model(best_path, run.device)
     reference, _ = load_checkpoint(sft_path, run.device)  # the SFT model as it was (the trunk trained on)
     report = sanity_report(rm, tok, test, test_errors, train_cfg, run.device, train_cfg.out_dir, reference)
@@ -634,6 +636,13 @@ def train_reward(train_cfg: TrainConfig, model_cfg: GPTConfig):
     with open(os.path.join(train_cfg.out_dir, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
     return result
+
+
+def reward_schedule(cfg: TrainConfig):
+    """7.3 The reward model's lr schedule, for lr_at: warmup over 10% of --rm_steps to --rm_lr, then a cosine
+    down to a tenth of it."""
+    return dataclasses.replace(cfg, lr=cfg.rm_lr, max_steps=cfg.rm_steps, warmup_steps=max(1, cfg.rm_steps // 10),
+                               schedule="cosine", min_lr_ratio=0.1)
 
 
 def find_sft(cfg: TrainConfig):

@@ -14,6 +14,8 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -147,4 +149,17 @@ def one_line_exit(exit_info, capsys) -> str:
     code = exit_info.value.code
     line = code if isinstance(code, str) else capsys.readouterr().err.strip().splitlines()[-1]
     assert "\n" not in line.strip() and "error" in line.lower(), line
+    return line
+
+
+def exits_with_one_line(capsys, call, *words, code=None):
+    """call() must end with SystemExit and one line that says 'error' and names the words; returns the line."""
+    with pytest.raises(SystemExit) as exit_:
+        call()
+    status = exit_.value.code
+    assert status not in (0, None), "the bad input was accepted"
+    assert code is None or status == code
+    line = one_line_exit(exit_, capsys)
+    for word in words:
+        assert word in line, f"{word!r} not in {line!r}"
     return line

@@ -14,7 +14,7 @@ import signal
 
 import pytest
 import torch
-from partloader import ROOT, load_part, one_line_exit, parts_defining
+from partloader import ROOT, exits_with_one_line, load_part, parts_defining
 
 TRAIN_PARTS = [part for part, _ in parts_defining("TrainConfig", ["train"])]
 
@@ -31,19 +31,6 @@ def config_fields(part):
 
 def parts_with(*flags):
     return [part for part in TRAIN_PARTS if all(flag in config_fields(part) for flag in flags)]
-
-
-def exits_with_one_line(capsys, call, *words, code=None):
-    """call() must end with SystemExit and one line that says 'error' and names the words; returns the line."""
-    with pytest.raises(SystemExit) as exit_:
-        call()
-    status = exit_.value.code
-    assert status not in (0, None), "the bad input was accepted"
-    assert code is None or status == code
-    line = one_line_exit(exit_, capsys)
-    for word in words:
-        assert word in line, f"{word!r} not in {line!r}"
-    return line
 
 
 # ----------------------------------------------------------------------------------------------------

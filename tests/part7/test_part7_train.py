@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from partloader import load_part, one_line_exit
+from partloader import exits_with_one_line, load_part
 
 TINY = ["--preset", "tiny", "--max_chars", "300000", "--tokenizer_chars", "100000", "--tensorboard", "false",
         "--sample_tokens", "0", "--max_steps", "6", "--eval_interval", "3", "--log_interval", "3",
@@ -22,12 +22,6 @@ def part7():
 def run(train, out, *extra):
     return train.main(*train.parse_configs([*TINY, "--out_dir", str(out), "--cache_dir", str(out.parent / "cache"),
                                             *extra]))
-
-
-def exits(capsys, fn):
-    with pytest.raises(SystemExit) as info:
-        fn()
-    return one_line_exit(info, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +79,14 @@ def test_user_pairs_train_and_a_bad_line_is_named_before_any_work(part7, tiny_ru
     assert result["pairs"]["test_errors"] == 0 and result["pairs"]["train"] + result["pairs"]["test"] == len(pairs)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(good.read_text().splitlines()[0] + "\n{not json\n")
-    line = exits(capsys, lambda: run(train, tmp_path / "bad_run", "--pairs", str(bad)))
+    line = exits_with_one_line(capsys, lambda: run(train, tmp_path / "bad_run", "--pairs", str(bad)))
     assert "line 2" in line and not (tmp_path / "bad_run").exists()  # nothing made, no SFT fine-tuned
 
 
 def test_a_base_model_without_chat_tokens_is_one_line(part7, tmp_path, capsys):
     train = part7[0]
     base = run(train, tmp_path / "base", "--stage", "pretrain")["checkpoint"]
-    line = exits(capsys, lambda: run(train, tmp_path / "rm", "--sft", base))
+    line = exits_with_one_line(capsys, lambda: run(train, tmp_path / "rm", "--sft", base))
     assert "not a fine-tuned model" in line and "--sft" in line
 
 
@@ -100,7 +94,7 @@ def test_resume_is_refused_for_the_reward_run(part7, tmp_path, capsys):
     train = part7[0]
     cfg, model_cfg = train.parse_configs([*TINY, "--out_dir", str(tmp_path / "rm")])
     cfg.resume = str(tmp_path / "last.pt")  # as if resume_configs had kept --stage reward
-    line = exits(capsys, lambda: train.main(cfg, model_cfg))
+    line = exits_with_one_line(capsys, lambda: train.main(cfg, model_cfg))
     assert "--resume" in line and "--stage sft" in line and not (tmp_path / "rm").exists()
 
 
@@ -121,15 +115,16 @@ def test_pair_batches_stack_chosen_then_rejected_on_either_side(part7, tiny_run)
 
 def test_the_reward_lr_warms_up_then_decays_to_a_tenth(part7):
     train = part7[0]
-    cfg, _ = train.parse_configs(["--rm_steps", "100", "--rm_lr", "1e-3"])
-    lrs = [part7[1].rm_lr(s, cfg) for s in range(100)]
+    cfg, _ = train.parse_configs(["--rm_steps", "100", "--rm_lr", "1e-3", "--schedule", "wsd", "--lr", "5"])
+    schedule = train.reward_schedule(cfg)  # its own: the fine-tuning flags (--schedule, --lr) do not reach it
+    lrs = [train.lr_at(s, schedule) for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
 
 
 def test_chat_and_evaluate_refuse_a_reward_model(part7, tiny_run, capsys):
     evaluate = load_part("part7_reward", "evaluate")
-    line = exits(capsys, lambda: evaluate.load_chat_model(str(tiny_run[0] / "best.pt")))
+    line = exits_with_one_line(capsys, lambda: evaluate.load_chat_model(str(tiny_run[0] / "best.pt")))
     assert "is a reward model" in line and "out/part6/best.pt" in line
     model, tok = evaluate.load_chat_model(str(tiny_run[0] / "sft" / "best.pt"))  # the SFT model still chats
     assert tok.vocab_size <= model.config.vocab_size
