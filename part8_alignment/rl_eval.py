@@ -1,0 +1,133 @@
+"""8.x The milestone table: the SFT model and each aligned policy on the same held-out prompts.
+
+    row = evaluate_policy(model, tok, examples, rm_score, ref, max_new_tokens, seed)
+    against_sft(row, sft_row)                    # adds win_rate, win_rate_greedy
+
+Per model:
+  - verifiable accuracy: greedy answers graded by tasks.grade, the macro mean over families (Part 6's figure);
+  - reward model score: the mean score of sampled answers (temperature 1, the distribution RL optimizes)
+    and of greedy answers;
+  - win rate against SFT under the reward model: on each prompt, does this model's answer outscore the SFT
+    model's? A tie counts one half (two identical answers);
+  - KL to the reference: sum over the answer of log pi - log ref, on the policy's own samples (an unbiased
+    estimate of KL(pi || ref) per answer), averaged over prompts;
+  - mean response length (tokens, <|end|> included) and format compliance: the answer stops at <|end|>,
+    is not empty, and holds no other chat token.
+"""
+import json
+
+import torch
+
+from chat_format import CHAT_TOKENS, chat_token_ids, encode_prompt
+from decode import generate_batch
+from evaluate import answer_text, score
+from rollout import generate_rollouts, room_in_block
+from rl_train import logprobs_of
+from sft_loss import masked_sum
+from tasks import grade
+
+METRICS = ("rm_sampled", "rm_greedy", "win_rate", "win_rate_greedy", "accuracy", "kl", "length", "format")
+
+
+def well_formed(ids, tok):
+    """8.x format compliance of one generated answer (token ids): it ends with <|end|>, has at least one token
+    before it, and no other chat token inside (a policy that learned to emit <|user|> is breaking format)."""
+    special = {tok.special_tokens[t] for t in CHAT_TOKENS}
+    end_id = chat_token_ids(tok)["end"]
+    return len(ids) >= 2 and ids[-1] == end_id and not special & set(ids[:-1])
+
+
+def win_rate(scores, against):
+    """The share of prompts where scores > against, ties counting 1/2: 0.5 means no better, no worse."""
+    scores, against = torch.as_tensor(scores), torch.as_tensor(against)
+    return ((scores > against).float() + 0.5 * (scores == against).float()).mean().item()
+
+
+def answer_kl(model, ref, batch):
+    """Per answer: sum over its tokens of log pi - log ref (the policy's own samples) -> (B,)."""
+    return masked_sum(logprobs_of(model, batch.x, batch.labels) - logprobs_of(ref, batch.x, batch.labels),
+                      batch.mask, dim=1)
+
+
+def greedy_ids(model, tok, examples, max_new_tokens, batch_size=128):
+    """Greedy answers as token ids, in batches (decode.generate_batch, each row stops at <|end|>)."""
+    end_id = chat_token_ids(tok)["end"]
+    outs = []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(examples), batch_size):
+            prompts = [encode_prompt(tok, ex.prompt) for ex in examples[i:i + batch_size]]
+            outs += generate_batch(model, prompts, room_in_block(model, prompts, max_new_tokens), stop_ids=[end_id])
+    finally:
+        model.train(was_training)
+    return outs
+
+
+def evaluate_policy(model, tok, examples, rm_score, ref, max_new_tokens, seed, batch_size=128):
+    """Every figure of the milestone table for one model; the per-prompt scores ride along so that win rates
+    against another model can be computed (they need the same examples in the same order)."""
+    end_id = chat_token_ids(tok)["end"]
+    ids = greedy_ids(model, tok, examples, max_new_tokens, batch_size)
+    greedy = [answer_text(tok, a, end_id) for a in ids]
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    kls, texts = [], []
+    for i in range(0, len(examples), batch_size):
+        batch = generate_rollouts(model, tok, examples[i:i + batch_size], max_new_tokens, gen)
+        kls.append(answer_kl(model, ref, batch))
+        texts += batch.responses
+    prompts = [ex.prompt for ex in examples]
+    rm_sampled, rm_greedy = score_in_batches(rm_score, prompts, texts), score_in_batches(rm_score, prompts, greedy)
+    per_family = score(examples, greedy, grade)
+    sampled_family = score(examples, texts, grade)  # what RL optimizes: the answers the policy samples
+    return {"rm_sampled": rm_sampled.mean().item(), "rm_greedy": rm_greedy.mean().item(),
+            "accuracy": per_family["mean"]["exact"], "per_family": {f: s["exact"] for f, s in per_family.items()},
+            "accuracy_sampled": sampled_family["mean"]["exact"],
+            "per_family_sampled": {f: s["exact"] for f, s in sampled_family.items()},
+            "kl": torch.cat(kls).mean().item(), "length": sum(map(len, ids)) / len(ids),
+            "format": sum(well_formed(a, tok) for a in ids) / len(ids),
+            "scores_sampled": rm_sampled.tolist(), "scores_greedy": rm_greedy.tolist(), "greedy": greedy,
+            "sampled": texts}
+
+
+def score_in_batches(rm_score, prompts, responses, batch_size=256):
+    return torch.cat([rm_score(prompts[i:i + batch_size], responses[i:i + batch_size])
+                      for i in range(0, len(prompts), batch_size)])
+
+
+def against_sft(row, sft_row):
+    """Win rates of row's answers against the SFT model's, sampled and greedy."""
+    row["win_rate"] = win_rate(row["scores_sampled"], sft_row["scores_sampled"])
+    row["win_rate_greedy"] = win_rate(row["scores_greedy"], sft_row["scores_greedy"])
+    return row
+
+
+def weak_families(sft_row, below=0.9):
+    """The task families where the SFT model's greedy accuracy is below `below` (GRPO's target families)."""
+    return sorted(f for f, acc in sft_row["per_family"].items() if f != "mean" and acc < below)
+
+
+def family_mean(row, families, key="per_family"):
+    """The mean accuracy over `families` (greedy; key="per_family_sampled": sampled answers)."""
+    return sum(row[key][f] for f in families) / max(1, len(families))
+
+
+def comparison_table(rows, families):
+    """A markdown table, one row per model: the milestone's figures."""
+    lines = ["| model | RM score (sampled) | RM win rate vs SFT: sampled | greedy | verifiable accuracy: greedy | "
+             "sampled | SFT's weak families: greedy | sampled | KL to reference | length (tokens) | format ok |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['rm_sampled']:.2f} | {100 * r.get('win_rate', 0.5):.1f}% | "
+                     f"{100 * r.get('win_rate_greedy', 0.5):.1f}% | {100 * r['accuracy']:.1f}% | "
+                     f"{100 * r['accuracy_sampled']:.1f}% | {100 * family_mean(r, families):.1f}% | "
+                     f"{100 * family_mean(r, families, 'per_family_sampled'):.1f}% | {r['kl']:.2f} | "
+                     f"{r['length']:.1f} | {100 * r['format']:.1f}% |")
+    return "\n".join(lines)
+
+
+def write_json(path, rows):
+    """The rows without the per-prompt lists (they are for win rates, not for reading)."""
+    keep = {name: {k: v for k, v in r.items() if not isinstance(v, list)} for name, r in rows.items()}
+    with open(path, "w") as f:
+        json.dump(keep, f, indent=1)
