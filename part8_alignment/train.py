@@ -1,19 +1,20 @@
-"""Part 7: reward modeling. The SFT model of Part 6 becomes the trunk of a reward model (7.2) that learns,
-from preference pairs (7.1), to give the better answer the higher score: Bradley-Terry or margin loss (7.3);
-then sanity checks ask whether it scores for the right reasons (7.4).
+"""Part 8: alignment. The SFT model of Part 6 learns from rewards: PPO against Part 7's reward model (8.1),
+GRPO against the task checker (8.2), DPO from preference pairs (8.3); then every policy and the SFT model
+are compared on held-out prompts (the milestone table).
 
-    python part7_reward/train.py                      # find (or make) an SFT model, train a reward model, check it
-    python part7_reward/train.py --sft out/part6/best.pt   # the SFT checkpoint to start from
-    python part7_reward/train.py --pairs my_pairs.jsonl    # your own pairs ({"prompt", "chosen", "rejected"})
-    python part7_reward/train.py --rm_loss margin --center_coef 0.01   # 7.3 the other loss, reward centering
-    python part7_reward/train.py --stage sft          # Part 6's fine-tuning, as it was
-    python part7_reward/train.py --help
+    python part8_alignment/train.py --algo ppo        # find the SFT and reward models (or make them), run PPO
+    python part8_alignment/train.py --algo grpo       # G samples per prompt, the task checker's verifiable reward
+    python part8_alignment/train.py --algo dpo        # preference pairs in Part 7's format, no rollouts
+    python part8_alignment/train.py --algo ppo --reward mix   # 8.4 reward model + checker
+    python part8_alignment/train.py --stage reward    # Part 7's reward model, as it was (and --stage sft, pretrain)
+    python part8_alignment/train.py --help
 
-Part 6's stages stay: --stage sft (fine-tuning, graded against gold) and --stage pretrain (Part 5's training).
+Each --algo run writes to out_dir/<algo>/: best.pt (the policy: chat.py and serve.py talk to it), metrics.jsonl,
+rl.png, eval.md (the table against SFT) and results.json; compare.py puts the runs in one table.
 
-Steps: base model (a checkpoint, or pretrained here) -> chat tokens (6.1) -> instruction examples as padded rows
-with masked labels (6.1, 6.2) -> the training loop of Parts 4-5, drawing easy examples first (6.3) -> the best
-checkpoint's answers on the held-out split, graded per task family (6.4).
+Steps: SFT model (Part 6's best.pt, or fine-tuned here) and reward model (Part 7's best.pt, or trained here)
+-> a frozen copy of the SFT model as the reference -> iterations of rollouts (8.4) and updates (8.1-8.3, with
+8.5's normalization) -> the policy and the SFT model graded on held-out prompts.
 """
 import dataclasses
 import json
@@ -38,10 +39,13 @@ from logger import RunLogger
 from model import GPT, GPTConfig
 from moe import moe_layers, take_expert_load, update_balance_bias
 from optim import AdamW, clip_grad_norm
-from preferences import MODEL_ERROR
-from reward_model import RewardModel, load_reward_model, save_reward_model
-from rm_train import (encode_pairs, jsonl_pairs, report_table, sanity_report, synthetic_pairs, train_reward_model,
-                      verdict, write_report)
+from preferences import MODEL_ERROR, make_pairs, model_error_pairs
+from reward_model import RewardModel, load_reward_model, make_scorer, save_reward_model
+from rl_eval import against_sft, comparison_table, evaluate_policy, family_mean, weak_families
+from rl_train import frozen, plot_history, ranked_pairs, run_dpo, run_rollouts
+from rollout import REWARDS, score_answers
+from rm_train import (answer_room, encode_pairs, jsonl_pairs, report_table, sanity_report, synthetic_pairs,
+                      train_reward_model, verdict, write_report)
 from run_tools import (CtrlC, Throughput, check_not_diverged, peak_flops, plot_losses, to_device,
                        unigram_loss, word_overlap)
 from runtime import pick_device
@@ -61,7 +65,7 @@ class TrainConfig:
     bpe_vocab_size: int = 4096  # BPE vocabulary, trained on the first tokenizer_chars of the data
     tokenizer_chars: int = 5_000_000  # characters the BPE merges are learned from
     cache_dir: str = "data/cache"  # tokenizers and token ids, reused by later runs on the same data
-    out_dir: str = "out/part7"  # best.pt, last.pt, metrics.jsonl, loss.png, results.json, eval.md, report.md
+    out_dir: str = "out/part8"  # --stage align writes to out_dir/<algo>/; the other stages to out_dir itself
     overwrite: bool = False     # replace an earlier run's results in out_dir (else such a folder is refused)
     val_fraction: float = 0.1   # without --val_data: the last 10% of the text is held out
     batch_size: int = 16        # sequences per micro-batch per process
@@ -88,14 +92,14 @@ class TrainConfig:
     target_loss: float = 0.0    # > 0: also report the wall time when val loss first reaches it
     seed: int = 1337            # the same seed gives the same run (on CPU)
     device: str = "auto"        # auto picks cuda, then mps, then cpu
-    stage: str = "reward"       # reward: train a reward model | sft: Part 6's fine-tuning | pretrain: Part 5's training
+    stage: str = "align"        # align: PPO, GRPO or DPO (--algo) | reward: Part 7 | sft: Part 6 | pretrain: Part 5
     base: str = "auto"          # model to fine-tune: auto (Part 5's or 4's best.pt, else pretrain one), a .pt, or none
     base_steps: int = 600       # --base auto without a checkpoint: pretrain a base this many steps on --data first
     sft_data: str = "synthetic"  # 6.1 synthetic (tasks.py's families) or an instruction .jsonl file
     train_per_family: int = 400  # synthetic: training examples per task family
     test_per_family: int = 50   # synthetic: held-out test examples per family (.jsonl: the last val_fraction)
     order: str = "curriculum"   # 6.3 curriculum (easy examples first, harder ones join) | shuffle
-    freeze_embeddings: bool = True  # 6.1 the base's token rows stay as pretrained; only the chat tokens' rows learn
+    freeze_embeddings: bool = True  # 6.1 the base's token rows stay as pretrained (8.x align: every token row)
     eval_batch_size: int = 64   # 6.4 prompts answered together when grading against gold
     sft: str = "auto"           # 7.2 the SFT model to start from: auto (Part 6's best.pt, else fine-tune one) or a .pt
     sft_steps: int = 3000       # --sft auto without a checkpoint: fine-tune one this many steps first (Part 6: 3000)
@@ -108,6 +112,31 @@ class TrainConfig:
     rm_loss: str = "bt"         # 7.3 bt: Bradley-Terry -log sigmoid(r_c - r_r) | margin: max(0, m - (r_c - r_r))
     rm_margin: float = 0.0      # 7.3 bt: a margin every pair must clear; margin loss: its margin (0 = 1.0)
     center_coef: float = 0.0    # 7.3 reward centering: + coef * mean((r_c + r_r)^2) keeps rewards near 0
+    algo: str = "ppo"           # 8.x ppo | grpo | dpo
+    reward_model: str = "auto"  # 8.4 auto (Part 7's best.pt, else one trained here into out_dir/rm) or a .pt
+    reward: str = "auto"        # 8.4 rm | checker | mix (rm + checker_weight * checker); auto: ppo rm, grpo checker
+    checker_weight: float = 1.0  # 8.4 --reward mix: the checker's 0/1 verdict counts this much
+    missing_end_penalty: float = 1.0  # 8.4 an answer cut at --max_new_tokens (no <|end|>) loses this much reward
+    rl_steps: int = 0           # 8.x ppo/grpo: iterations of rollouts + updates; dpo: steps; 0: ALGO_DEFAULTS
+    rollouts: int = 0           # 8.4 answers sampled per iteration (grpo: / group_size prompts); 0: ALGO_DEFAULTS
+    max_new_tokens: int = 24    # 8.4 the longest answer a rollout samples (temperature 1)
+    group_size: int = 8         # 8.2 GRPO answers per prompt
+    ppo_epochs: int = 2         # 8.1 passes over each batch of rollouts (ppo and grpo)
+    minibatch_size: int = 32    # 8.1 rows per optimizer step (ppo/grpo rollouts; dpo: pairs)
+    rl_lr: float = 0.0          # 8.x the policy's lr (constant after a 10-step warmup); 0: ALGO_DEFAULTS
+    clip_eps: float = 0.2       # 8.1 the ratio pi/pi_old is clipped to [1 - eps, 1 + eps]
+    kl_coef: float = 0.05       # 8.1 ppo: per-token KL penalty in the reward; 8.2 grpo: weight of the k3 KL loss
+    vf_coef: float = 0.1        # 8.1 weight of the value loss (the value head shares the policy's trunk)
+    value_clip: float = 0.2     # 8.1 the value may move at most this far from its rollout-time value (0: off)
+    gamma: float = 1.0          # 8.1 discount per token (1: the end-of-turn score counts fully at every token)
+    lam: float = 0.95           # 8.1 GAE lambda: 1 = Monte Carlo returns, 0 = one-step TD
+    reward_norm: bool = True    # 8.5 ppo: scores divided by the running std (and centred on the running mean)
+    whiten_advantages: bool = True  # 8.5 ppo: advantages normalized to mean 0, std 1 over each batch
+    grpo_scale_std: bool = True  # 8.2 (r - mean) / std; false: r - mean (the no-std variant, Dr. GRPO)
+    loss_agg: str = "token"     # 8.2 token: mean over all answer tokens | sequence: mean per answer, then over answers
+    dpo_beta: float = 0.5       # 8.3 DPO's beta: larger keeps the policy closer to the reference
+    dpo_pairs: str = "ranked"   # 8.3 ranked: the SFT model's answers, best vs worst by the reward model | synthetic
+    ranked_prompts: int = 240   # 8.3 --dpo_pairs ranked: training prompts per family, each answered group_size times
 
     def __post_init__(self):  # bad values fail here, as one line, before any work starts
         if not 0 < self.lr < float("inf"):  # subtle: written so that nan fails too
@@ -145,8 +174,9 @@ class TrainConfig:
             raise ValueError(f"--tokenizer must be bpe or bytes, got {self.tokenizer!r}")
         if self.tokenizer == "bpe" and not 256 < self.bpe_vocab_size <= 1 << 16:  # token ids are cached as uint16
             raise ValueError(f"--bpe_vocab_size must be between 257 and 65536, got {self.bpe_vocab_size}")
-        if self.stage not in ("reward", "sft", "pretrain"):
-            raise ValueError(f"--stage must be reward, sft or pretrain, got {self.stage!r}")
+        if self.stage not in ("align", "reward", "sft", "pretrain"):
+            raise ValueError(f"--stage must be align, reward, sft or pretrain, got {self.stage!r}")
+        check_rl_flags(self)
         if self.rm_loss not in ("bt", "margin"):
             raise ValueError(f"--rm_loss must be bt or margin, got {self.rm_loss!r}")
         if min(self.sft_steps, self.pairs_per_family, self.error_prompts, self.rm_steps, self.rm_batch_size) < 1:
@@ -165,6 +195,31 @@ class TrainConfig:
             raise ValueError("--base and --sft_data need a value (auto / none / a path; synthetic / a path)")
 
 
+def check_rl_flags(cfg):
+    """8.x the alignment flags, one line each."""
+    for name, value, allowed in (("algo", cfg.algo, ALGOS), ("reward", cfg.reward, ("auto", *REWARDS)),
+                                 ("loss_agg", cfg.loss_agg, ("token", "sequence"))):
+        if value not in allowed:
+            raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if min(cfg.max_new_tokens, cfg.ppo_epochs, cfg.minibatch_size) < 1 or min(cfg.rl_steps, cfg.rollouts) < 0:
+        raise ValueError("--max_new_tokens, --ppo_epochs and --minibatch_size must be >= 1, --rl_steps and "
+                         "--rollouts >= 0 (0: the algorithm's default)")
+    if cfg.group_size < 2:
+        raise ValueError(f"--group_size must be >= 2 (an advantage compares answers), got {cfg.group_size}")
+    if not 0 <= cfg.rl_lr < float("inf") or not 0 < cfg.dpo_beta < float("inf") or not 0 < cfg.clip_eps < 1:
+        raise ValueError("--rl_lr must be >= 0 (0: the algorithm's default), --dpo_beta > 0, --clip_eps between "
+                         "0 and 1")
+    for name in ("kl_coef", "vf_coef", "value_clip", "checker_weight", "missing_end_penalty"):
+        if not 0 <= getattr(cfg, name) < float("inf"):
+            raise ValueError(f"--{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.gamma <= 1 or not 0 <= cfg.lam <= 1:
+        raise ValueError("--gamma and --lam must be between 0 and 1")
+    if not cfg.reward_model or not cfg.dpo_pairs:
+        raise ValueError("--reward_model and --dpo_pairs need a value (auto / a path; ranked / synthetic / a path)")
+    if cfg.ranked_prompts < 1:
+        raise ValueError(f"--ranked_prompts must be >= 1, got {cfg.ranked_prompts}")
+
+
 # Named configurations. Flags given on the command line override them.
 PRESETS = {
     # the base (when none is found): 4 layers, width 128, BPE 2048, 600 steps on 5M characters; then fine-tuning
@@ -175,7 +230,8 @@ PRESETS = {
              "n_layer": 2, "n_head": 2, "n_embd": 64, "sample_tokens": 20, "ckpt_interval": 30,
              "base": "none", "base_steps": 30, "train_per_family": 20, "test_per_family": 2,
              "freeze_embeddings": False, "sft_steps": 60, "pairs_per_family": 20, "error_prompts": 4, "rm_steps": 20,
-             "rm_batch_size": 4},
+             "rm_batch_size": 4, "rl_steps": 3, "rollouts": 8, "group_size": 4, "minibatch_size": 8,
+             "max_new_tokens": 8, "ranked_prompts": 4},
     "gpu": {"data": "data/gutenberg_train_a.txt.xz,data/gutenberg_train_b.txt.xz", "bpe_vocab_size": 8192,
             "tokenizer_chars": 20_000_000, "batch_size": 32, "block_size": 1024, "n_layer": 6, "n_head": 12,
             "n_embd": 768, "max_steps": 1500, "lr": 1.5e-3, "warmup_steps": 200, "eval_interval": 250,
@@ -406,7 +462,7 @@ def make_optimizer(model, cfg: TrainConfig, device="cpu"):
 # 2.4 The training loop, written out, in named steps: setup_run -> load_splits -> build_training ->
 # train_loop -> finish_run. 6.x fine_tune runs the same steps on instruction data.
 def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
-    stages = {"pretrain": pretrain, "sft": fine_tune, "reward": train_reward}
+    stages = {"pretrain": pretrain, "sft": fine_tune, "reward": train_reward, "align": align}
     return stages[train_cfg.stage](train_cfg, model_cfg)
 
 
@@ -662,6 +718,177 @@ def make_sft(cfg: TrainConfig, model_cfg: GPTConfig):
     print(f"no SFT model found ({', '.join(SFTS)}): fine-tuning one for {cfg.sft_steps} steps into "
           f"{sft_cfg.out_dir} first (--sft PATH starts from another)")
     return fine_tune(sft_cfg, model_cfg)["checkpoint"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8.1-8.5 Alignment: the SFT model learns from rewards (PPO, GRPO) or from pairs (DPO), then the table
+ALGOS = ("ppo", "grpo", "dpo")
+# --rl_steps, --rl_lr, --rollouts 0 take these, measured on the CPU default (README): GRPO's updates are
+# noisier (a 0/1 reward; about half the groups all right or all wrong teach nothing), so it takes smaller
+# steps, twice as many, on twice the answers (16 prompts x 8)
+ALGO_DEFAULTS = {"ppo": {"rl_steps": 150, "rl_lr": 1e-4, "rollouts": 64},
+                 "grpo": {"rl_steps": 300, "rl_lr": 3e-5, "rollouts": 128},
+                 "dpo": {"rl_steps": 300, "rl_lr": 1e-4}}
+REWARD_MODELS = ("out/part7/best.pt",)  # --reward_model auto: Part 7's default run
+DEFAULT_REWARD = {"ppo": "rm", "grpo": "checker", "dpo": "rm"}  # dpo: the reward model only grades
+
+
+def align(train_cfg: TrainConfig, model_cfg: GPTConfig):
+    """Find (or make) the SFT and reward models, run --algo, grade the policy against the SFT model on held-out
+    prompts: out_dir/<algo>/ best.pt, metrics.jsonl, rl.png, eval.md, results.json and a verdict line."""
+    cfg = with_algo_defaults(train_cfg)
+    if cfg.resume:
+        raise SystemExit("error: --resume continues --stage sft or pretrain runs (last.pt); an alignment run "
+                         "takes minutes: start it again")
+    try:  # a bad pairs file must not show up after minutes of work
+        own_pairs = None
+        if cfg.algo == "dpo" and cfg.dpo_pairs not in ("ranked", "synthetic"):  # a .jsonl of pairs
+            own_pairs = jsonl_pairs(dataclasses.replace(cfg, pairs=cfg.dpo_pairs))[0]
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    sft_path, rm_path = find_sft(cfg), find_reward_model(cfg)
+    run_dir = os.path.join(cfg.out_dir, cfg.algo)
+    run = setup_run(dataclasses.replace(cfg, out_dir=run_dir))  # refuses a folder with a run, before any work
+    if sft_path == "fine-tune":
+        sft_path = make_sft(cfg, model_cfg)
+    if rm_path == "train":
+        rm_path = make_reward_model(cfg, model_cfg, sft_path)
+    policy, tok, ref, rm_score = load_models(sft_path, rm_path, run.device)
+    if cfg.freeze_embeddings:  # 6.1's reason holds here too: held-out words are never rewarded answers
+        policy.wte.weight.requires_grad_(False)
+    t0 = time.time()
+    log = RunLogger(run_dir, enabled=run.master, tensorboard=False)
+    reward = DEFAULT_REWARD[cfg.algo] if cfg.reward == "auto" else cfg.reward
+    log.text(f"{cfg.algo} on {sft_path} | reward {reward} ({rm_path}) | device {run.device} | "
+             f"{policy.num_params():,} parameters | {cfg.rl_steps} {'steps' if cfg.algo == 'dpo' else 'iterations'}")
+    torch.manual_seed(cfg.seed)
+    if cfg.algo == "dpo":
+        pairs = own_pairs or dpo_pairs(cfg, policy, tok, rm_score)
+        if not pairs:
+            raise SystemExit("error: no preference pairs: the SFT model's answers never differed (or never reached "
+                             "<|end|>); raise --ranked_prompts or --group_size, or pass --dpo_pairs synthetic")
+        log.text(f"dpo: {len(pairs):,} preference pairs ({cfg.dpo_pairs})")
+        history, trained = run_dpo(policy, ref, tok, pairs, cfg, run.device, log)
+    else:
+        pool = make_examples("train", cfg.train_per_family, cfg.seed + 3)
+
+        def reward_fn(batch):
+            return score_answers(reward, batch, rm_score, cfg.checker_weight, cfg.missing_end_penalty)
+        history, trained = run_rollouts(cfg.algo, policy, ref, tok, pool, reward_fn, cfg, run.device, log)
+    best_path = os.path.join(run_dir, "best.pt")
+    extra = {"tokenizer": tokenizer_to_dict(tok), "algo": cfg.algo, "sft": sft_path, "reward_model": rm_path}
+    if cfg.algo == "ppo":
+        extra["value_head"] = trained.value_head.state_dict()
+    save_checkpoint(best_path, policy, policy.config, cfg.rl_steps, float("nan"), extra)
+    plot_history(history, cfg.algo, os.path.join(run_dir, "rl.png"))
+    train_s = time.time() - t0
+    rows, families = grade_policies({"SFT": ref, cfg.algo.upper(): policy}, tok, rm_score, cfg, run.device)
+    table = comparison_table(rows, families)
+    print(table)
+    line = align_verdict(cfg.algo, rows, families)
+    log.text(line)
+    log.close()
+    with open(os.path.join(run_dir, "eval.md"), "w") as f:
+        f.write(f"# {cfg.algo} against SFT, held-out prompts\n\n{table}\n\nSFT's weak families (< 90%): "
+                f"{', '.join(families)}\n\n{line}\n")
+    result = {"checkpoint": best_path, "sft": sft_path, "reward_model": rm_path, "reward": reward,
+              "history": history, "eval": {k: strip_lists(v) for k, v in rows.items()}, "weak_families": families,
+              "verdict": line, "train_s": round(train_s, 1), "wall_s": round(time.time() - t0, 1),
+              "command": " ".join(["python"] + sys.argv), "train_config": dataclasses.asdict(cfg)}
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def with_algo_defaults(cfg: TrainConfig):
+    """--rl_steps, --rl_lr and --rollouts 0 become --algo's entry of ALGO_DEFAULTS; given values stay."""
+    given = {k: v for k, v in ALGO_DEFAULTS[cfg.algo].items() if not getattr(cfg, k)}
+    return dataclasses.replace(cfg, **given)
+
+
+def find_reward_model(cfg: TrainConfig):
+    """--reward_model PATH as given; auto: Part 7's best.pt, else one an earlier run trained into out_dir/rm,
+    else "train" (one is trained now, with Part 7's code)."""
+    if cfg.reward_model != "auto":
+        return cfg.reward_model
+    own = os.path.join(cfg.out_dir, "rm", "best.pt")
+    return next((p for p in (*REWARD_MODELS, own) if os.path.isfile(p)), "train")
+
+
+def make_reward_model(cfg: TrainConfig, model_cfg: GPTConfig, sft_path):
+    """No reward model to use: Part 7's reward run on sft_path into out_dir/rm, where the next run finds it."""
+    rm_cfg = dataclasses.replace(cfg, stage="reward", sft=sft_path, out_dir=os.path.join(cfg.out_dir, "rm"),
+                                 overwrite=True)
+    print(f"no reward model found ({', '.join(REWARD_MODELS)}): training one on {sft_path} into {rm_cfg.out_dir} "
+          "first (--reward_model PATH uses another)")
+    return train_reward(rm_cfg, model_cfg)["checkpoint"]
+
+
+def load_models(sft_path, rm_path, device):
+    """The policy (trainable), its tokenizer, the reference (a frozen copy of the same SFT model) and the
+    reward model as score(prompts, responses). One line if the two do not fit together."""
+    policy, ckpt = load_checkpoint(sft_path, device)
+    tok = checkpoint_tokenizer(ckpt, sft_path)
+    if not set(CHAT_TOKENS) <= set(getattr(tok, "special_tokens", {})):
+        raise SystemExit(f"error: {sft_path} is not a fine-tuned model (its tokenizer has no chat tokens): give "
+                         "--sft a best.pt of Part 6 (or of --stage sft)")
+    rm, rm_ckpt = load_reward_model(rm_path, device)
+    if rm_ckpt.get("tokenizer") != ckpt.get("tokenizer"):
+        raise SystemExit(f"error: the reward model {rm_path} reads another tokenizer than the SFT model {sft_path}: "
+                         "train it on this SFT model (--stage reward --sft ...) or pass --reward_model auto")
+    return policy.train(), tok, frozen(load_checkpoint(sft_path, device)[0]), make_scorer(frozen(rm), tok, device)
+
+
+def dpo_pairs(cfg: TrainConfig, sft_model, tok, rm_score):
+    """8.3 DPO's pairs. ranked: the SFT model's own answers to training prompts, best against worst under the
+    reward model (rl_train.ranked_pairs). synthetic: Part 7's training pairs, every family x every rejection
+    kind, plus the SFT model's sampled wrong answers against the gold (rm_train.synthetic_pairs' training set)."""
+    if cfg.dpo_pairs == "ranked":
+        gen = torch.Generator(device=next(sft_model.parameters()).device).manual_seed(cfg.seed)
+        return ranked_pairs(sft_model, tok, make_examples("train", cfg.ranked_prompts, cfg.seed + 4), rm_score,
+                            cfg.group_size, cfg.max_new_tokens, gen)
+    pairs = make_pairs("train", cfg.pairs_per_family, cfg.seed)
+    prompts = make_examples("train", cfg.error_prompts, cfg.seed + 2)
+    gen = torch.Generator(device=next(sft_model.parameters()).device).manual_seed(cfg.seed)
+    sampled = generate_answers(sft_model, tok, [ex.prompt for ex in prompts], cfg.eval_batch_size,
+                               answer_room(sft_model, tok, prompts), temperature=1.0, generator=gen)
+    return pairs + model_error_pairs(prompts, sampled)
+
+
+def grade_policies(models, tok, rm_score, cfg: TrainConfig, device):
+    """Every model on the same held-out prompts (Part 6's test split), each row against the first (SFT).
+    Returns (rows, SFT's weak families)."""
+    examples = make_examples("test", cfg.test_per_family, cfg.seed)
+    names = list(models)
+    rows = {n: evaluate_policy(models[n], tok, examples, rm_score, models[names[0]], cfg.max_new_tokens, cfg.seed)
+            for n in names}
+    for n in names:
+        against_sft(rows[n], rows[names[0]])
+    return rows, weak_families(rows[names[0]])
+
+
+def align_verdict(algo, rows, families):
+    """One line: the milestone's figure for this method (issue: Part 8) and the guard rails."""
+    sft, ours = rows["SFT"], rows[algo.upper()]
+    guard = f"KL {ours['kl']:.2f}, format {ours['format']:.0%} (SFT {sft['format']:.0%})"
+    if algo == "grpo":
+        before, after = family_mean(sft, families), family_mean(ours, families)
+        sampled = [family_mean(r, families, "per_family_sampled") for r in (sft, ours)]
+        met = "met" if after > before else "MISSED"
+        return (f"verdict: grpo verifiable accuracy on SFT's weak families {before:.1%} -> {after:.1%} greedy ({met}: "
+                f"must rise), {sampled[0]:.1%} -> {sampled[1]:.1%} sampled; all families {sft['accuracy']:.1%} -> "
+                f"{ours['accuracy']:.1%} greedy; {guard}")
+    met = "met" if ours["win_rate"] >= WIN_TARGET else "MISSED"
+    return (f"verdict: {algo} reward-model win rate against SFT {ours['win_rate']:.1%} sampled ({met}: >= "
+            f"{WIN_TARGET:.0%}), {ours['win_rate_greedy']:.1%} greedy; verifiable accuracy {sft['accuracy']:.1%} -> "
+            f"{ours['accuracy']:.1%}; {guard}")
+
+
+WIN_TARGET = 0.60  # issue: Part 8, PPO and DPO
+
+
+def strip_lists(row):
+    return {k: v for k, v in row.items() if not isinstance(v, list)}
 
 
 @dataclass

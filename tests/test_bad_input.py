@@ -57,6 +57,12 @@ BAD_VALUES = {
     "sft": [""], "pairs": [""], "sft_steps": ["0"], "pairs_per_family": ["0"], "error_prompts": ["0"],  # Part 7
     "rm_steps": ["0"], "rm_batch_size": ["0"], "rm_lr": ["0", "nan"], "rm_loss": ["hinge"], "rm_margin": ["-1"],
     "center_coef": ["-1", "nan"],
+    "algo": ["reinforce"], "reward_model": [""], "reward": ["human"], "checker_weight": ["-1", "nan"],  # Part 8
+    "missing_end_penalty": ["-1"], "rl_steps": ["-1"], "rollouts": ["-1"], "max_new_tokens": ["0"],
+    "group_size": ["1"], "ppo_epochs": ["0"], "minibatch_size": ["0"], "rl_lr": ["-1", "nan"], "clip_eps": ["0", "1"],
+    "kl_coef": ["-0.1", "nan"], "vf_coef": ["-1"], "value_clip": ["-0.2"], "gamma": ["1.5"], "lam": ["-0.1"],
+    "reward_norm": ["maybe"], "whiten_advantages": ["maybe"], "grpo_scale_std": ["maybe"], "loss_agg": ["sum"],
+    "dpo_beta": ["0", "inf"], "dpo_pairs": [""], "ranked_prompts": ["0"],
 }
 # Flags where any value of the right type is fine, or whose bad values are tested by behaviour below
 # (paths, devices). A new flag must go into BAD_VALUES or here: test_every_flag_is_covered.
@@ -119,6 +125,7 @@ FAST = {
     # Part 7 trains a reward model by default; these tests are of the fine-tuning run it carries (--stage sft).
     # The reward run's own bad input is tested in tests/part7/test_part7_train.py
     "part7_reward": [*SFT_FAST, "--stage", "sft"],
+    "part8_alignment": [*SFT_FAST, "--stage", "sft"],  # the alignment run's bad input: tests/part8/test_part8_train.py
 }
 
 

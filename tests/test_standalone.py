@@ -26,6 +26,12 @@ FAST_ARGS = {
                      "--eval_interval", "2", "--tensorboard", "false", "--base", "auto", "--base_steps", "4",
                      "--train_per_family", "4", "--test_per_family", "1", "--sft", "auto", "--sft_steps", "4",
                      "--pairs_per_family", "2", "--error_prompts", "1", "--rm_steps", "4", "--rm_batch_size", "2"],
+    # the whole alignment path: a base pretrained, an SFT model fine-tuned, a reward model trained, then PPO
+    "part8_alignment": ["--preset", "tiny", "--max_chars", "100000", "--tokenizer_chars", "50000", "--max_steps", "4",
+                        "--eval_interval", "2", "--tensorboard", "false", "--base", "auto", "--base_steps", "4",
+                        "--train_per_family", "4", "--test_per_family", "1", "--sft", "auto", "--sft_steps", "4",
+                        "--pairs_per_family", "2", "--error_prompts", "1", "--rm_steps", "4", "--rm_batch_size", "2",
+                        "--rl_steps", "2", "--rollouts", "4", "--minibatch_size", "4"],
 }
 
 
