@@ -25,7 +25,7 @@ from sample import MIN_TEMPERATURE
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=f"out/{PART.split('_')[0]}/best.pt",
+    p.add_argument("--checkpoint", default=f"out/{PART.split('_')[0]}/grpo/best.pt",
                    help="a fine-tuned checkpoint, written by train.py (default: %(default)s)")
     p.add_argument("--prompt", default=None, help="answer this one request and exit (default: the REPL)")
     p.add_argument("--temperature", type=float, default=0.0,

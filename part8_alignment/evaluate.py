@@ -206,7 +206,7 @@ def load_chat_model(path, device="cpu"):
 # The command line
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=f"out/{PART.split('_')[0]}/best.pt",
+    p.add_argument("--checkpoint", default=f"out/{PART.split('_')[0]}/grpo/best.pt",
                    help="a fine-tuned checkpoint (default: %(default)s)")
     p.add_argument("--split", default="test", choices=("train", "test"),
                    help="test = held-out words and numbers (default: %(default)s)")

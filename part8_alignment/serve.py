@@ -1,6 +1,6 @@
 """8.x A small local web chat page, served by the Python standard library.
 
-    python part8_alignment/serve.py                                        # out/part8/ppo/best.pt on port 8000
+    python part8_alignment/serve.py                                        # out/part8/grpo/best.pt on port 8000
     python part8_alignment/serve.py --checkpoint out/part6/best.pt         # any fine-tuned model
     python part8_alignment/serve.py --port 0                               # any free port (the URL is printed)
 
@@ -479,7 +479,7 @@ def make_server(model, tok, host="127.0.0.1", port=8000, max_new_tokens=64, seed
 # The command line
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=f"out/{PART.split('_')[0]}/ppo/best.pt",
+    p.add_argument("--checkpoint", default=f"out/{PART.split('_')[0]}/grpo/best.pt",
                    help="the chat model: any fine-tuned checkpoint, e.g. out/part6/best.pt (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on; 0.0.0.0 exposes the page (and "
                    "your model) to every machine on your network (default: %(default)s)")

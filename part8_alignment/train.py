@@ -112,7 +112,7 @@ class TrainConfig:
     rm_loss: str = "bt"         # 7.3 bt: Bradley-Terry -log sigmoid(r_c - r_r) | margin: max(0, m - (r_c - r_r))
     rm_margin: float = 0.0      # 7.3 bt: a margin every pair must clear; margin loss: its margin (0 = 1.0)
     center_coef: float = 0.0    # 7.3 reward centering: + coef * mean((r_c + r_r)^2) keeps rewards near 0
-    algo: str = "ppo"           # 8.x ppo | grpo | dpo
+    algo: str = "grpo"          # 8.x grpo (the default: the chatbot chat.py and serve.py talk to) | ppo | dpo
     reward_model: str = "auto"  # 8.4 auto (Part 7's best.pt, else one trained here into out_dir/rm) or a .pt
     reward: str = "auto"        # 8.4 rm | checker | mix (rm + checker_weight * checker); auto: ppo rm, grpo checker
     checker_weight: float = 1.0  # 8.4 --reward mix: the checker's 0/1 verdict counts this much

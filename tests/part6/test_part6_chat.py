@@ -7,54 +7,23 @@ the right answers are known by heart; other expected answers come from the in-me
 Run: python -m pytest -q tests/part6/test_part6_chat.py
 """
 import pytest
-import torch
+import tiny_chat
 from partloader import load_part, one_line_exit
 
-chat, evaluate, chat_format, bpe, checkpoint, data, model_lib = load_part(
-    "part6_sft", "chat", "evaluate", "chat_format", "bpe", "checkpoint", "data", "model")
+PART = "part6_sft"
+chat, evaluate, chat_format, checkpoint, model_lib = load_part(PART, "chat", "evaluate", "chat_format",
+                                                               "checkpoint", "model")
 
 BLOCK = 32
-
-
-def tiny_tokenizer(with_chat_tokens=True):
-    tok = bpe.Tokenizer()
-    tok.train("the cat sat on the mat. a dog ran to the park and the cat ran after it. " * 4, vocab_size=280)
-    if with_chat_tokens:
-        chat_format.add_chat_tokens(tok)
-    return tok
-
-
-def save_tiny(path, tok, train_on=()):
-    """A GPT sized for tok, fitted to the (prompt, response) pairs train_on, saved as train.py saves best.pt;
-    returns the in-memory model."""
-    torch.manual_seed(0)
-    cfg = model_lib.GPTConfig(vocab_size=tok.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=32)
-    gpt = model_lib.GPT(cfg)
-    if train_on:
-        fit(gpt, tok, train_on)
-    checkpoint.save_checkpoint(str(path), gpt, cfg, step=0, val_loss=1.0,
-                               extra={"tokenizer": data.tokenizer_to_dict(tok)})
-    return gpt.eval()
-
-
-def fit(gpt, tok, pairs, steps=40):
-    """A few full-batch steps of SFT: enough for a tiny model to learn two answers by heart."""
-    x, y = chat_format.pad_batch([(chat_format.encode_prompt(tok, p), chat_format.encode_response(tok, r))
-                                  for p, r in pairs], pad_id=0)
-    opt = torch.optim.AdamW(gpt.parameters(), lr=2e-2)
-    for _ in range(steps):
-        _, loss = gpt(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
 
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """(path, in-memory model, tokenizer) of a fine-tuned checkpoint."""
     path = tmp_path_factory.mktemp("chat") / "best.pt"
-    tok = tiny_tokenizer()
-    return str(path), save_tiny(path, tok, [("the cat", "sat on the mat"), ("a dog", "ran to the park")]), tok
+    tok = tiny_chat.tiny_tokenizer(PART)
+    pairs = [("the cat", "sat on the mat"), ("a dog", "ran to the park")]
+    return str(path), tiny_chat.save_tiny(PART, path, tok, pairs, BLOCK), tok
 
 
 def greedy(gpt, tok, prompt, max_new_tokens=64):
@@ -135,7 +104,7 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert line.startswith("error:") and "not found" in line
 
 
-@pytest.mark.parametrize("tok", [tiny_tokenizer(with_chat_tokens=False), None], ids=["bpe", "bytes"])
+@pytest.mark.parametrize("tok", [tiny_chat.tiny_tokenizer(PART, with_chat_tokens=False), None], ids=["bpe", "bytes"])
 def test_a_checkpoint_that_is_not_fine_tuned_is_one_line(tok, tmp_path, capsys):
     """A base model from Part 4/5 (BPE without chat tokens), or one without a stored tokenizer (bytes)."""
     path = tmp_path / "base.pt"
@@ -143,7 +112,7 @@ def test_a_checkpoint_that_is_not_fine_tuned_is_one_line(tok, tmp_path, capsys):
         cfg = model_lib.GPTConfig(vocab_size=256, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16)
         checkpoint.save_checkpoint(str(path), model_lib.GPT(cfg), cfg, step=0, val_loss=1.0)
     else:
-        save_tiny(path, tok)
+        tiny_chat.save_tiny(PART, path, tok, block_size=BLOCK)
     with pytest.raises(SystemExit) as e:
         run_chat(str(path), "--prompt", "hi")
     line = one_line_exit(e, capsys)

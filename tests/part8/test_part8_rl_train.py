@@ -14,13 +14,13 @@ import math
 from types import SimpleNamespace
 
 import pytest
+import tiny_chat
 import torch
 import torch.nn.functional as F
 from partloader import load_part
 
-(rollout, rl_train, rl_eval, rl_loss, chat_format, bpe, model_lib, tasks,
- preferences) = load_part("part8_alignment", "rollout", "rl_train", "rl_eval", "rl_loss", "chat_format", "bpe",
-                          "model", "tasks", "preferences")
+(rollout, rl_train, rl_eval, rl_loss, chat_format, tasks, preferences) = load_part(
+    "part8_alignment", "rollout", "rl_train", "rl_eval", "rl_loss", "chat_format", "tasks", "preferences")
 
 BLOCK = 64
 IGNORE = -100
@@ -30,35 +30,19 @@ Example = tasks.Example
 
 # ----------------------------------------------------------------------------------------------------
 # Fixtures: a tokenizer, an untrained and a fitted GPT
-def make_tokenizer():
-    tok = bpe.Tokenizer()
-    tok.train("the cat sat on the mat. a dog ran to the park and the cat ran after it. " * 4, vocab_size=280)
-    chat_format.add_chat_tokens(tok)
-    return tok
-
-
-TOK = make_tokenizer()
+PART = "part8_alignment"
+TOK = tiny_chat.tiny_tokenizer(PART)
 IDS = chat_format.chat_token_ids(TOK)
 U, A, E = IDS["user"], IDS["assistant"], IDS["end"]
 
 
 def tiny_gpt(seed=0):
-    torch.manual_seed(seed)
-    cfg = model_lib.GPTConfig(vocab_size=TOK.vocab_size, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32)
-    return model_lib.GPT(cfg)
+    return tiny_chat.tiny_gpt(PART, TOK, BLOCK, n_layer=2, seed=seed)
 
 
 def fit(gpt, pairs, steps=80):
     """A few full-batch SFT steps: enough for a tiny model to learn two answers by heart."""
-    x, y = chat_format.pad_batch([(chat_format.encode_prompt(TOK, p), chat_format.encode_response(TOK, r))
-                                  for p, r in pairs.items()], pad_id=0)
-    opt = torch.optim.AdamW(gpt.parameters(), lr=2e-2)
-    for _ in range(steps):
-        _, loss = gpt(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return gpt
+    return tiny_chat.fit(PART, gpt, TOK, pairs.items(), steps)
 
 
 @pytest.fixture(scope="module")

@@ -19,54 +19,23 @@ import threading
 import time
 
 import pytest
+import tiny_chat
 import torch
 from partloader import ROOT, exits_with_one_line, load_part
 
-serve, chat, chat_format, bpe, checkpoint, data, model_lib = load_part(
-    "part8_alignment", "serve", "chat", "chat_format", "bpe", "checkpoint", "data", "model")
+PART = "part8_alignment"
+serve, chat, chat_format = load_part(PART, "serve", "chat", "chat_format")
 
 BLOCK = 32
 LEARNED = {"the cat": "sat on the mat", "a dog": "ran to the park"}
-
-
-def tiny_tokenizer():
-    tok = bpe.Tokenizer()
-    tok.train("the cat sat on the mat. a dog ran to the park and the cat ran after it. " * 4, vocab_size=280)
-    chat_format.add_chat_tokens(tok)
-    return tok
-
-
-def save_tiny(path, tok, train_on=()):
-    """A GPT sized for tok, fitted to the (prompt, response) pairs train_on, saved as train.py saves best.pt;
-    returns the in-memory model."""
-    torch.manual_seed(0)
-    cfg = model_lib.GPTConfig(vocab_size=tok.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=32)
-    gpt = model_lib.GPT(cfg)
-    if train_on:
-        fit(gpt, tok, train_on)
-    checkpoint.save_checkpoint(str(path), gpt, cfg, step=0, val_loss=1.0,
-                               extra={"tokenizer": data.tokenizer_to_dict(tok)})
-    return gpt.eval()
-
-
-def fit(gpt, tok, pairs, steps=40):
-    """A few full-batch steps of SFT: enough for a tiny model to learn two answers by heart."""
-    x, y = chat_format.pad_batch([(chat_format.encode_prompt(tok, p), chat_format.encode_response(tok, r))
-                                  for p, r in pairs], pad_id=0)
-    opt = torch.optim.AdamW(gpt.parameters(), lr=2e-2)
-    for _ in range(steps):
-        _, loss = gpt(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
 
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """(path, in-memory model, tokenizer) of a fine-tuned checkpoint."""
     path = tmp_path_factory.mktemp("serve") / "best.pt"
-    tok = tiny_tokenizer()
-    return str(path), save_tiny(path, tok, list(LEARNED.items())), tok
+    tok = tiny_chat.tiny_tokenizer(PART)
+    return str(path), tiny_chat.save_tiny(PART, path, tok, list(LEARNED.items()), BLOCK), tok
 
 
 @pytest.fixture(scope="module")
@@ -379,7 +348,7 @@ def test_help_explains_the_page(capsys):
         serve.parse_args(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for words in ("page", "temperature", "Reset", "single-turn", "--checkpoint", "out/part8/ppo/best.pt",
+    for words in ("page", "temperature", "Reset", "single-turn", "--checkpoint", "out/part8/grpo/best.pt",
                   "out/part6/best.pt", "0.0.0.0", "--port", "POST /chat"):
         assert words in text, words
 
