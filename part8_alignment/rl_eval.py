@@ -22,8 +22,7 @@ from chat_format import CHAT_TOKENS, chat_token_ids, encode_prompt
 from decode import generate_batch
 from evaluate import answer_text, score
 from rollout import generate_rollouts, room_in_block
-from rl_train import logprobs_of
-from sft_loss import masked_sum
+from rl_train import answer_kl, logprobs_of
 from tasks import grade
 
 METRICS = ("rm_sampled", "rm_greedy", "win_rate", "win_rate_greedy", "accuracy", "kl", "length", "format")
@@ -41,12 +40,6 @@ def win_rate(scores, against):
     """The share of prompts where scores > against, ties counting 1/2: 0.5 means no better, no worse."""
     scores, against = torch.as_tensor(scores), torch.as_tensor(against)
     return ((scores > against).float() + 0.5 * (scores == against).float()).mean().item()
-
-
-def answer_kl(model, ref, batch):
-    """Per answer: sum over its tokens of log pi - log ref (the policy's own samples) -> (B,)."""
-    return masked_sum(logprobs_of(model, batch.x, batch.labels) - logprobs_of(ref, batch.x, batch.labels),
-                      batch.mask, dim=1)
 
 
 def greedy_ids(model, tok, examples, max_new_tokens, batch_size=128):
@@ -74,7 +67,8 @@ def evaluate_policy(model, tok, examples, rm_score, ref, max_new_tokens, seed, b
     kls, texts = [], []
     for i in range(0, len(examples), batch_size):
         batch = generate_rollouts(model, tok, examples[i:i + batch_size], max_new_tokens, gen)
-        kls.append(answer_kl(model, ref, batch))
+        kls.append(answer_kl(logprobs_of(model, batch.x, batch.labels), logprobs_of(ref, batch.x, batch.labels),
+                             batch.mask))
         texts += batch.responses
     prompts = [ex.prompt for ex in examples]
     rm_sampled, rm_greedy = score_in_batches(rm_score, prompts, texts), score_in_batches(rm_score, prompts, greedy)

@@ -61,9 +61,10 @@ def logprobs_of(model, x, labels):
     return token_logprobs(model(x)[0], labels)
 
 
-def sequence_kl(logp, ref_logp, mask):
-    """Mean over rows of sum_t (log pi - log ref) on the answer: the k1 estimate of KL(pi || ref) per answer."""
-    return masked_sum(logp - ref_logp, mask, dim=1).mean().item()
+def answer_kl(logp, ref_logp, mask):
+    """(B,) sum over each answer's tokens of log pi - log ref: on the policy's own samples, an unbiased (k1)
+    estimate of KL(pi || ref) per answer."""
+    return masked_sum(logp - ref_logp, mask, dim=1)
 
 
 def rollout_stats(batch):
@@ -92,7 +93,7 @@ def ppo_advantages(pv, ref, batch, cfg, reward_stats: RunningMeanStd):
     if cfg.whiten_advantages:
         advantages = masked_normalize(advantages, mask)
     return {"old_logp": old_logp, "ref_logp": ref_logp, "values": values, "advantages": advantages,
-            "returns": returns, "kl": sequence_kl(old_logp, ref_logp, mask)}
+            "returns": returns, "kl": answer_kl(old_logp, ref_logp, mask).mean().item()}
 
 
 def ppo_update(pv, ref, batch, cfg, optimizer, reward_stats, generator):
@@ -171,7 +172,7 @@ def grpo_update(policy, ref, batch, cfg, optimizer, generator):
     optimize(policy, optimizer, len(batch.examples), loss_fn, lambda rows: count_units(mask[rows], cfg.loss_agg),
              cfg, generator)
     solved = batch.scores.view(-1, cfg.group_size)
-    return {**rollout_stats(batch), "kl": sequence_kl(old_logp, ref_logp, mask),
+    return {**rollout_stats(batch), "kl": answer_kl(old_logp, ref_logp, mask).mean().item(),
             "zero_groups": (solved.std(1) == 0).float().mean().item(),  # groups that teach nothing
             **{k: mean(v) for k, v in seen.items()}}
 
@@ -249,9 +250,6 @@ def ranked_pairs(policy, tok, examples, rm_score, samples, max_new_tokens, gener
     return pairs
 
 
-def end_id_of(tok):
-    return chat_token_ids(tok)["end"]
-
 
 # ----------------------------------------------------------------------------------------------------
 # The loops: one function per algorithm, the same log line
@@ -314,7 +312,7 @@ def run_rollouts(algo, policy, ref, tok, pool, reward_fn, cfg, device, log):
 
 def run_dpo(policy, ref, tok, pairs, cfg, device, log):
     """8.3 --rl_steps steps of --minibatch_size pairs drawn at random; the reference's log-probs first."""
-    pad_id = end_id_of(tok)
+    pad_id = chat_token_ids(tok)["end"]
     rows = encode_pair_rows(tok, pairs, policy.config.block_size)
     ref_chosen, ref_rejected = reference_logprobs(ref, rows, pad_id, device)
     optimizer = make_optimizer(policy, cfg)
