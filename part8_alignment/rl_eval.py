@@ -18,14 +18,12 @@ import json
 
 import torch
 
-from chat_format import CHAT_TOKENS, chat_token_ids, encode_prompt
-from decode import generate_batch
-from evaluate import answer_text, score
-from rollout import generate_rollouts, room_in_block
+from chat_format import CHAT_TOKENS, chat_token_ids
+from checks import score_in_batches
+from evaluate import score
 from rl_train import answer_kl, logprobs_of
+from rollout import rollouts_in_batches
 from tasks import grade
-
-METRICS = ("rm_sampled", "rm_greedy", "win_rate", "win_rate_greedy", "accuracy", "kl", "length", "format")
 
 
 def well_formed(ids, tok):
@@ -36,63 +34,45 @@ def well_formed(ids, tok):
     return len(ids) >= 2 and ids[-1] == end_id and not special & set(ids[:-1])
 
 
-def win_rate(scores, against):
-    """The share of prompts where scores > against, ties counting 1/2: 0.5 means no better, no worse."""
+def win_rate(scores, against, same=None):
+    """The share of prompts where scores > against, ties counting 1/2: 0.5 means no better, no worse.
+    same (bools, optional): the two answers are the same text, a tie whatever the scores say (the same text
+    scored in two different batches can differ in the last float digits, which must not decide a win)."""
     scores, against = torch.as_tensor(scores), torch.as_tensor(against)
-    return ((scores > against).float() + 0.5 * (scores == against).float()).mean().item()
-
-
-def greedy_ids(model, tok, examples, max_new_tokens, batch_size=128):
-    """Greedy answers as token ids, in batches (decode.generate_batch, each row stops at <|end|>)."""
-    end_id = chat_token_ids(tok)["end"]
-    outs = []
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(0, len(examples), batch_size):
-            prompts = [encode_prompt(tok, ex.prompt) for ex in examples[i:i + batch_size]]
-            outs += generate_batch(model, prompts, room_in_block(model, prompts, max_new_tokens), stop_ids=[end_id])
-    finally:
-        model.train(was_training)
-    return outs
+    tie = scores == against if same is None else (scores == against) | torch.as_tensor(same)
+    return ((scores > against) & ~tie).float().add(0.5 * tie.float()).mean().item()
 
 
 def evaluate_policy(model, tok, examples, rm_score, ref, max_new_tokens, seed, batch_size=128):
     """Every figure of the milestone table for one model; the per-prompt scores ride along so that win rates
     against another model can be computed (they need the same examples in the same order)."""
-    end_id = chat_token_ids(tok)["end"]
-    ids = greedy_ids(model, tok, examples, max_new_tokens, batch_size)
-    greedy = [answer_text(tok, a, end_id) for a in ids]
+    greedy_batches = rollouts_in_batches(model, tok, examples, max_new_tokens, temperature=0.0, batch_size=batch_size)
+    ids = [a for b in greedy_batches for a in b.answer_ids]
+    greedy = [r for b in greedy_batches for r in b.responses]
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    kls, texts = [], []
-    for i in range(0, len(examples), batch_size):
-        batch = generate_rollouts(model, tok, examples[i:i + batch_size], max_new_tokens, gen)
-        kls.append(answer_kl(logprobs_of(model, batch.x, batch.labels), logprobs_of(ref, batch.x, batch.labels),
-                             batch.mask))
-        texts += batch.responses
+    sampled = rollouts_in_batches(model, tok, examples, max_new_tokens, gen, batch_size=batch_size)
+    texts = [r for b in sampled for r in b.responses]
+    kl = torch.cat([answer_kl(logprobs_of(model, b.x, b.labels), logprobs_of(ref, b.x, b.labels), b.mask)
+                    for b in sampled])
     prompts = [ex.prompt for ex in examples]
-    rm_sampled, rm_greedy = score_in_batches(rm_score, prompts, texts), score_in_batches(rm_score, prompts, greedy)
+    rm_sampled, rm_greedy = score_in_batches(prompts, texts, rm_score), score_in_batches(prompts, greedy, rm_score)
     per_family = score(examples, greedy, grade)
     sampled_family = score(examples, texts, grade)  # what RL optimizes: the answers the policy samples
     return {"rm_sampled": rm_sampled.mean().item(), "rm_greedy": rm_greedy.mean().item(),
             "accuracy": per_family["mean"]["exact"], "per_family": {f: s["exact"] for f, s in per_family.items()},
             "accuracy_sampled": sampled_family["mean"]["exact"],
             "per_family_sampled": {f: s["exact"] for f, s in sampled_family.items()},
-            "kl": torch.cat(kls).mean().item(), "length": sum(map(len, ids)) / len(ids),
+            "kl": kl.mean().item(), "length": sum(map(len, ids)) / len(ids),
             "format": sum(well_formed(a, tok) for a in ids) / len(ids),
             "scores_sampled": rm_sampled.tolist(), "scores_greedy": rm_greedy.tolist(), "greedy": greedy,
             "sampled": texts}
 
 
-def score_in_batches(rm_score, prompts, responses, batch_size=256):
-    return torch.cat([rm_score(prompts[i:i + batch_size], responses[i:i + batch_size])
-                      for i in range(0, len(prompts), batch_size)])
-
-
 def against_sft(row, sft_row):
     """Win rates of row's answers against the SFT model's, sampled and greedy."""
-    row["win_rate"] = win_rate(row["scores_sampled"], sft_row["scores_sampled"])
-    row["win_rate_greedy"] = win_rate(row["scores_greedy"], sft_row["scores_greedy"])
+    for key, texts in (("win_rate", "sampled"), ("win_rate_greedy", "greedy")):
+        same = [a == b for a, b in zip(row[texts], sft_row[texts])]
+        row[key] = win_rate(row[f"scores_{texts}"], sft_row[f"scores_{texts}"], same)
     return row
 
 
@@ -120,8 +100,11 @@ def comparison_table(rows, families):
     return "\n".join(lines)
 
 
+def strip_lists(row):
+    """A row without its per-prompt lists (they are for win rates, not for reading)."""
+    return {k: v for k, v in row.items() if not isinstance(v, list)}
+
+
 def write_json(path, rows):
-    """The rows without the per-prompt lists (they are for win rates, not for reading)."""
-    keep = {name: {k: v for k, v in r.items() if not isinstance(v, list)} for name, r in rows.items()}
     with open(path, "w") as f:
-        json.dump(keep, f, indent=1)
+        json.dump({name: strip_lists(r) for name, r in rows.items()}, f, indent=1)

@@ -16,11 +16,12 @@ import torch
 from torch import nn
 
 from chat_format import chat_token_ids, encode_prompt, encode_response, pad_batch
+from checks import score_in_batches
 from preferences import Pair
 from rl_loss import (RunningMeanStd, accumulate_and_step, aggregate, clipped_surrogate_loss, dpo_loss,
                      entropy_from_logits, gae, group_normalized_rewards, k3_kl, kl_shaped_rewards,
                      masked_normalize, value_loss)
-from rollout import checker_scores, draw_prompts, generate_rollouts, minibatches
+from rollout import checker_scores, draw_prompts, generate_rollouts, minibatches, rollouts_in_batches
 from sft_loss import masked_mean, masked_sum, response_logprob, token_logprobs
 
 
@@ -93,15 +94,17 @@ def ppo_advantages(pv, ref, batch, cfg, reward_stats: RunningMeanStd):
     if cfg.whiten_advantages:
         advantages = masked_normalize(advantages, mask)
     return {"old_logp": old_logp, "ref_logp": ref_logp, "values": values, "advantages": advantages,
-            "returns": returns, "kl": answer_kl(old_logp, ref_logp, mask).mean().item()}
+            "returns": returns, "kl": answer_kl(old_logp, ref_logp, mask).mean().item(),
+            "entropy": masked_mean(entropy_from_logits(logits), mask).item()}
 
 
 def ppo_update(pv, ref, batch, cfg, optimizer, reward_stats, generator):
     """8.1 One PPO iteration on a batch of rollouts: --ppo_epochs passes, --minibatch_size rows per optimizer
-    step, each minibatch split into --grad_accum_steps micro-batches (rl_loss.accumulate_and_step)."""
+    step, each minibatch split into --grad_accum_steps micro-batches (rl_loss.accumulate_and_step).
+    The log's entropy is the sampling policy's, measured once on the rollouts (not in every micro-batch)."""
     data = ppo_advantages(pv, ref, batch, cfg, reward_stats)
     mask = batch.mask
-    seen = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "value_clip_fraction": [], "entropy": []}
+    seen = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "value_clip_fraction": []}
 
     def loss_fn(rows):
         logits, values = pv(batch.x[rows])
@@ -115,12 +118,12 @@ def ppo_update(pv, ref, batch, cfg, optimizer, reward_stats, generator):
         seen["value_loss"].append(v_loss.item())
         seen["clip_fraction"].append(float(stats["clip_fraction"]))
         seen["value_clip_fraction"].append(float(v_clipped))
-        seen["entropy"].append(masked_mean(entropy_from_logits(logits.detach()), m).item())
         return policy_loss + cfg.vf_coef * v_loss
 
     optimize(pv, optimizer, len(batch.examples), loss_fn, lambda rows: count_units(mask[rows], cfg.loss_agg),
              cfg, generator)
-    return {**rollout_stats(batch), "kl": data["kl"], **{k: mean(v) for k, v in seen.items()}}
+    return {**rollout_stats(batch), "kl": data["kl"], "entropy": data["entropy"],
+            **{k: mean(v) for k, v in seen.items()}}
 
 
 def optimize(model, optimizer, n_rows, loss_fn, count_fn, cfg, generator):
@@ -152,13 +155,14 @@ def grpo_update(policy, ref, batch, cfg, optimizer, generator):
     mask = batch.mask
     advantages = group_normalized_rewards(batch.scores, cfg.group_size, scale_by_std=cfg.grpo_scale_std)
     with torch.no_grad():
-        old_logp = logprobs_of(policy, batch.x, batch.labels)
+        logits = policy(batch.x)[0]
+        old_logp = token_logprobs(logits, batch.labels)
+        entropy = masked_mean(entropy_from_logits(logits), mask).item()  # 8.5 of the policy that sampled them
         ref_logp = logprobs_of(ref, batch.x, batch.labels)
-    seen = {"policy_loss": [], "k3": [], "clip_fraction": [], "entropy": []}
+    seen = {"policy_loss": [], "k3": [], "clip_fraction": []}
 
     def loss_fn(rows):
-        logits = policy(batch.x[rows])[0]
-        logp = token_logprobs(logits, batch.labels[rows])
+        logp = token_logprobs(policy(batch.x[rows])[0], batch.labels[rows])
         m = mask[rows]
         policy_loss, stats = clipped_surrogate_loss(logp, old_logp[rows], advantages[rows], m, cfg.clip_eps,
                                                     cfg.loss_agg)
@@ -166,13 +170,12 @@ def grpo_update(policy, ref, batch, cfg, optimizer, generator):
         seen["policy_loss"].append(policy_loss.item())
         seen["k3"].append(kl.item())
         seen["clip_fraction"].append(float(stats["clip_fraction"]))
-        seen["entropy"].append(masked_mean(entropy_from_logits(logits.detach()), m).item())
         return policy_loss + cfg.kl_coef * kl
 
     optimize(policy, optimizer, len(batch.examples), loss_fn, lambda rows: count_units(mask[rows], cfg.loss_agg),
              cfg, generator)
     solved = batch.scores.view(-1, cfg.group_size)
-    return {**rollout_stats(batch), "kl": answer_kl(old_logp, ref_logp, mask).mean().item(),
+    return {**rollout_stats(batch), "kl": answer_kl(old_logp, ref_logp, mask).mean().item(), "entropy": entropy,
             "zero_groups": (solved.std(1) == 0).float().mean().item(),  # groups that teach nothing
             **{k: mean(v) for k, v in seen.items()}}
 
@@ -232,13 +235,10 @@ def ranked_pairs(policy, tok, examples, rm_score, samples, max_new_tokens, gener
     Why: DPO on pairs the policy could have written moves it where the reward model wants it; pairs of a gold
     answer against hand-made mistakes (Part 7's) mostly teach what it already avoids."""
     rows = [ex for ex in examples for _ in range(samples)]
-    answers, ended = [], []
-    for i in range(0, len(rows), batch_size):
-        batch = generate_rollouts(policy, tok, rows[i:i + batch_size], max_new_tokens, generator)
-        answers += batch.responses
-        ended += batch.ended.tolist()
-    scores = torch.cat([rm_score([ex.prompt for ex in rows[i:i + batch_size]], answers[i:i + batch_size])
-                        for i in range(0, len(rows), batch_size)])
+    batches = rollouts_in_batches(policy, tok, rows, max_new_tokens, generator, batch_size=batch_size)
+    answers = [r for b in batches for r in b.responses]
+    ended = [e for b in batches for e in b.ended.tolist()]
+    scores = score_in_batches([ex.prompt for ex in rows], answers, rm_score, batch_size)
     pairs = []
     for g, ex in enumerate(examples):
         group = [j for j in range(g * samples, (g + 1) * samples) if ended[j] and answers[j].strip()]
@@ -248,7 +248,6 @@ def ranked_pairs(policy, tok, examples, rm_score, samples, max_new_tokens, gener
         if scores[best] > scores[worst]:
             pairs.append(Pair(ex.prompt, answers[best], answers[worst], "ranked", ex.family))
     return pairs
-
 
 
 # ----------------------------------------------------------------------------------------------------

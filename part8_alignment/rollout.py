@@ -79,6 +79,13 @@ def generate_rollouts(policy, tok, examples, max_new_tokens, generator=None, tem
                     seconds=time.perf_counter() - start)
 
 
+def rollouts_in_batches(policy, tok, examples, max_new_tokens, generator=None, temperature=1.0, batch_size=256):
+    """generate_rollouts over `examples` a batch of batch_size at a time (the KV cache of one batch stays
+    small): a list of Rollouts, in the order of the examples. temperature 0: greedy answers."""
+    return [generate_rollouts(policy, tok, examples[i:i + batch_size], max_new_tokens, generator, temperature)
+            for i in range(0, len(examples), batch_size)]
+
+
 def room_in_block(model, prompts, max_new_tokens):
     """max_new_tokens, capped so that the longest prompt of the batch and its answer fit in block_size (the
     batch's KV cache holds both and does not roll)."""

@@ -41,7 +41,8 @@ from moe import moe_layers, take_expert_load, update_balance_bias
 from optim import AdamW, clip_grad_norm
 from preferences import MODEL_ERROR, make_pairs, model_error_pairs
 from reward_model import RewardModel, load_reward_model, make_scorer, save_reward_model
-from rl_eval import against_sft, comparison_table, evaluate_policy, family_mean, weak_families
+from rl_eval import against_sft, comparison_table, evaluate_policy, family_mean, strip_lists, weak_families
+from rl_loss import AGGREGATIONS
 from rl_train import frozen, plot_history, ranked_pairs, run_dpo, run_rollouts
 from rollout import REWARDS, score_answers
 from rm_train import (answer_room, encode_pairs, jsonl_pairs, report_table, sanity_report, synthetic_pairs,
@@ -198,7 +199,7 @@ class TrainConfig:
 def check_rl_flags(cfg):
     """8.x the alignment flags, one line each."""
     for name, value, allowed in (("algo", cfg.algo, ALGOS), ("reward", cfg.reward, ("auto", *REWARDS)),
-                                 ("loss_agg", cfg.loss_agg, ("token", "sequence"))):
+                                 ("loss_agg", cfg.loss_agg, AGGREGATIONS)):
         if value not in allowed:
             raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
     if min(cfg.max_new_tokens, cfg.ppo_epochs, cfg.minibatch_size) < 1 or min(cfg.rl_steps, cfg.rollouts) < 0:
@@ -736,10 +737,7 @@ DEFAULT_REWARD = {"ppo": "rm", "grpo": "checker", "dpo": "rm"}  # dpo: the rewar
 def align(train_cfg: TrainConfig, model_cfg: GPTConfig):
     """Find (or make) the SFT and reward models, run --algo, grade the policy against the SFT model on held-out
     prompts: out_dir/<algo>/ best.pt, metrics.jsonl, rl.png, eval.md, results.json and a verdict line."""
-    cfg = with_algo_defaults(train_cfg)
-    if cfg.resume:
-        raise SystemExit("error: --resume continues --stage sft or pretrain runs (last.pt); an alignment run "
-                         "takes minutes: start it again")
+    cfg = with_algo_defaults(train_cfg)  # (--resume never lands here: only sft and pretrain runs write last.pt)
     try:  # a bad pairs file must not show up after minutes of work
         own_pairs = None
         if cfg.algo == "dpo" and cfg.dpo_pairs not in ("ranked", "synthetic"):  # a .jsonl of pairs
@@ -783,6 +781,18 @@ def align(train_cfg: TrainConfig, model_cfg: GPTConfig):
     plot_history(history, cfg.algo, os.path.join(run_dir, "rl.png"))
     train_s = time.time() - t0
     rows, families = grade_policies({"SFT": ref, cfg.algo.upper(): policy}, tok, rm_score, cfg, run.device)
+    line = write_alignment_report(cfg, run_dir, rows, families, log)
+    result = {"checkpoint": best_path, "sft": sft_path, "reward_model": rm_path, "reward": reward,
+              "history": history, "eval": {k: strip_lists(v) for k, v in rows.items()}, "weak_families": families,
+              "verdict": line, "train_s": round(train_s, 1), "wall_s": round(time.time() - t0, 1),
+              "command": " ".join(["python"] + sys.argv), "train_config": dataclasses.asdict(cfg)}
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def write_alignment_report(cfg: TrainConfig, run_dir, rows, families, log):
+    """The table against SFT (printed and in eval.md) and the verdict line (logged); returns the verdict."""
     table = comparison_table(rows, families)
     print(table)
     line = align_verdict(cfg.algo, rows, families)
@@ -791,13 +801,7 @@ def align(train_cfg: TrainConfig, model_cfg: GPTConfig):
     with open(os.path.join(run_dir, "eval.md"), "w") as f:
         f.write(f"# {cfg.algo} against SFT, held-out prompts\n\n{table}\n\nSFT's weak families (< 90%): "
                 f"{', '.join(families)}\n\n{line}\n")
-    result = {"checkpoint": best_path, "sft": sft_path, "reward_model": rm_path, "reward": reward,
-              "history": history, "eval": {k: strip_lists(v) for k, v in rows.items()}, "weak_families": families,
-              "verdict": line, "train_s": round(train_s, 1), "wall_s": round(time.time() - t0, 1),
-              "command": " ".join(["python"] + sys.argv), "train_config": dataclasses.asdict(cfg)}
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    return result
+    return line
 
 
 def with_algo_defaults(cfg: TrainConfig):
@@ -843,13 +847,12 @@ def dpo_pairs(cfg: TrainConfig, sft_model, tok, rm_score):
     """8.3 DPO's pairs. ranked: the SFT model's own answers to training prompts, best against worst under the
     reward model (rl_train.ranked_pairs). synthetic: Part 7's training pairs, every family x every rejection
     kind, plus the SFT model's sampled wrong answers against the gold (rm_train.synthetic_pairs' training set)."""
+    gen = torch.Generator(device=next(sft_model.parameters()).device).manual_seed(cfg.seed)
     if cfg.dpo_pairs == "ranked":
-        gen = torch.Generator(device=next(sft_model.parameters()).device).manual_seed(cfg.seed)
         return ranked_pairs(sft_model, tok, make_examples("train", cfg.ranked_prompts, cfg.seed + 4), rm_score,
                             cfg.group_size, cfg.max_new_tokens, gen)
     pairs = make_pairs("train", cfg.pairs_per_family, cfg.seed)
     prompts = make_examples("train", cfg.error_prompts, cfg.seed + 2)
-    gen = torch.Generator(device=next(sft_model.parameters()).device).manual_seed(cfg.seed)
     sampled = generate_answers(sft_model, tok, [ex.prompt for ex in prompts], cfg.eval_batch_size,
                                answer_room(sft_model, tok, prompts), temperature=1.0, generator=gen)
     return pairs + model_error_pairs(prompts, sampled)
@@ -885,10 +888,6 @@ def align_verdict(algo, rows, families):
 
 
 WIN_TARGET = 0.60  # issue: Part 8, PPO and DPO
-
-
-def strip_lists(row):
-    return {k: v for k, v in row.items() if not isinstance(v, list)}
 
 
 @dataclass

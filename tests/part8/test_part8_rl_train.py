@@ -575,6 +575,8 @@ def test_win_rate_by_hand():
     assert rl_eval.win_rate([1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 5.0, 4.0]) == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
     assert rl_eval.win_rate([3.0, 3.0], [1.0, 1.0]) == 1.0
     assert rl_eval.win_rate(torch.tensor([0.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 2.0])) == pytest.approx(1 / 6)
+    # the same text is a tie even when float noise gave it a slightly different score
+    assert rl_eval.win_rate([1.00001, 2.0], [1.0, 1.0], same=[True, False]) == pytest.approx((0.5 + 1) / 2)
 
 
 W1, W2 = 100, 200  # ordinary BPE ids
