@@ -23,6 +23,18 @@ The HTTP interface, for curl or a program:
     curl -N -H 'Content-Type: application/json' -d '{"message": "What is 3 + 5?"}' http://127.0.0.1:8000/chat
 A bad request gets a 4xx status and one line of text that says what to change.
 
+9.4 A reasoning model (Part 9's out/part9/tools/best.pt) answers through the tool runtime as it streams: when it
+writes <|/call|>, the call is run (tools.run_call) and the result goes into its context, then it goes on
+(stream_answer; the same answer as tools.generate_with_tools). The stream is the answer's text with its reasoning
+tags written out, as chat.py's answer is:
+    <|think|>9+6+0=15 2+5+1=8 7+8+0=15 4+3+1=8<|/think|> 8585
+    <|call|>calc(48213*9921)<|/call|><|result|>478321173<|/result|> 478321173
+and the page splits it on the tags (splitReply, chat.fold_answer's rule): the final answer in large type, the
+reasoning folded under it in a <details> ("reasoning: 4 steps, 1 tool call"; click to open). Each tag is one
+special id that decodes to its name; a model could also spell one out in plain bytes, which would only change how
+its own text is folded on the page. --tools false: the calls are not run (the model is without tool access).
+Try:  python -m pytest -q tests/part9/test_part9_chat.py
+
 It listens on 127.0.0.1 (this machine only) unless --host says otherwise. It is a teaching tool, not a
 hardened service: --host 0.0.0.0 lets anyone on your network use your model.
 
@@ -45,18 +57,23 @@ from urllib.parse import urlsplit
 
 import torch
 
-from chat import room_for_answer
+from chat import has_reasoning_tokens, room_for_answer
 from chat_format import chat_token_ids, encode_prompt
+from cli import str_to_bool
 from decode import DecodeCache, decode_step, prefill
 from evaluate import PART, load_chat_model
+from reasoning_format import reasoning_token_ids
 from runtime import pick_device
 from sample import MIN_TEMPERATURE
 from sampling import sample_next_token
+from tools import ToolRun, answer_call, goes_on
 
 MAX_TEMPERATURE = 2.0     # the page's slider stops at 1.5; past 2 a small model writes noise
 MAX_BODY = 16 * 1024      # bytes: a request is one message; a longer one cannot fit the context anyway
 REPLACEMENT = "\ufffd"    # what bytes.decode(errors="replace") writes for an incomplete UTF-8 character
 CHUNK_TIMEOUT_S = 60      # a client that stops sending (or reading) for this long is dropped
+MAX_CALLS = 4             # 9.4 tool calls per answer: tools.generate_with_tools' default (a model that keeps
+#                           calling is stuck in a loop)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,16 +97,21 @@ def unsent_text(decoded, sent, final=False):
     return text[len(sent):]
 
 
-def stream_answer(model, tok, prompt, temperature=0.0, top_k=None, max_new_tokens=64, generator=None):
+def stream_answer(model, tok, prompt, temperature=0.0, top_k=None, max_new_tokens=64, generator=None,
+                  use_tools=True):
     """chat.answer, as a generator: yields the answer's text piece by piece as each token is generated.
     "".join(stream_answer(...)) == chat.answer(...), greedy, and sampled with a generator seeded alike: this is
     generate_batch's loop for a batch of one (same prefill, decode_step and sample_next_token calls, in the
     same order, so the same random draws), with a yield after each token.
+    9.4 A reasoning model streams through the tool runtime (_stream_with_tools), its tags written out.
 
     The request is checked now (a prompt too long for the context is chat.room_for_answer's one-line
     ValueError, raised by this call); the tokens are generated as the pieces are read."""
     max_new_tokens = room_for_answer(model, tok, prompt, max_new_tokens)
     end_id = chat_token_ids(tok)["end"]
+    if has_reasoning_tokens(tok):  # 9.4
+        return _stream_with_tools(model, tok, encode_prompt(tok, prompt), end_id, temperature, top_k, max_new_tokens,
+                                  generator, use_tools)
     return _stream(model, tok, encode_prompt(tok, prompt), end_id, temperature, top_k, max_new_tokens, generator)
 
 
@@ -117,6 +139,57 @@ def _stream(model, tok, prompt_ids, end_id, temperature, top_k, max_new_tokens, 
         yield piece
 
 
+def _stream_with_tools(model, tok, prompt_ids, end_id, temperature, top_k, max_new_tokens, generator, use_tools):
+    """9.4 tools.generate_with_tools for a batch of one, with a yield after each token and after each result.
+    Each round continues the whole text so far (prompt, the model's ids, the results) until <|end|>, <|/call|> or
+    the room left (_round_ids); a <|/call|> gets its result appended by the runtime's own answer_call (the same
+    run_call, limits and max_calls), and the next round starts from the text with the result in it. Same rounds,
+    same model calls in the same order as generate_with_tools: the same answer, greedy or sampled alike.
+    use_tools=False: <|/call|> is not a stop and nothing is injected."""
+    special = reasoning_token_ids(tok)
+    stops = (special["call_end"], end_id) if use_tools else (end_id,)
+    run, sent = ToolRun(), ""
+    while True:
+        for token in _round_ids(model, prompt_ids + run.ids, stops, temperature, top_k,
+                                max_new_tokens - len(run.ids), generator):
+            run.ids.append(token)
+            piece = unsent_text(tok.decode(without_end(run.ids, end_id)), sent)
+            sent += piece
+            if piece:
+                yield piece
+        if use_tools and run.ids[-1] == special["call_end"]:
+            answer_call(run, tok, special, max_new_tokens - len(run.ids), MAX_CALLS)  # run it, append the result
+            piece = unsent_text(tok.decode(run.ids), sent)  # the result, on the page before the model goes on
+            sent += piece
+            if piece:
+                yield piece
+        if not goes_on(run, max_new_tokens, stops):
+            break
+    piece = unsent_text(tok.decode(without_end(run.ids, end_id)), sent, final=True)
+    if piece:
+        yield piece
+
+
+def without_end(ids, end_id):
+    """The answer's ids without the closing <|end|> (chat.answer drops it too)."""
+    return ids[:-1] if ids and ids[-1] == end_id else ids
+
+
+@torch.no_grad()
+def _round_ids(model, ids, stop_ids, temperature, top_k, max_new_tokens, generator):
+    """9.4 One round of the tool runtime: generate_batch's loop for a batch of one, as in _stream, yielding each id
+    as it is sampled, the stop id included (generate_batch keeps it too)."""
+    T = len(ids)
+    cache = DecodeCache(model, 1, T + max_new_tokens)
+    logits, lengths = prefill(model, cache, [ids])
+    for step in range(max_new_tokens):
+        next_id = sample_next_token(logits, temperature, top_k, None, generator)  # (1, 1)
+        yield next_id.item()
+        if next_id.item() in stop_ids or step + 1 == max_new_tokens:
+            return
+        logits = decode_step(model, cache, next_id, (lengths + step)[:, None], n_slots=T + step + 1)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The page
 PAGE_SCRIPT = """
@@ -129,6 +202,85 @@ const slider = document.getElementById("temperature");
 const shown = document.getElementById("temperature-value");
 const resetButton = document.getElementById("reset");
 let controller = null;  // the AbortController of the reply being streamed, null when idle
+
+// 9.4 The reasoning, folded under the answer. The stream is the answer's text with its reasoning tags written out
+// (each tag is one special id, decoded to its name); splitReply reads it with chat.fold_answer's rule: tagged
+// sections (and words between them) are the reasoning, the text after the last tag is the final answer.
+const TAG = /(<\\|\\/?(?:think|call|result)\\|>)/;
+const SECTIONS = {"<|think|>": "thought", "<|call|>": "call", "<|result|>": "result"};
+
+function splitReply(text) {
+  const parts = [];  // {kind, text}, in order
+  let open = false, outside = "";
+  for (const piece of text.split(TAG)) {  // text, tag, text, ..., text: the capturing group keeps the tags
+    if (!TAG.test(piece)) {
+      if (open) parts[parts.length - 1].text += piece;
+      else outside += piece;
+      continue;
+    }
+    if (outside.trim()) parts.push({kind: "text", text: outside});  // words between two sections
+    outside = "";
+    open = Object.hasOwn(SECTIONS, piece);
+    if (open) parts.push({kind: SECTIONS[piece], text: ""});
+  }
+  return {final: open ? "" : outside.trim(), parts: parts.map((p) => ({kind: p.kind, text: p.text.trim()}))};
+}
+
+function plural(n, word) {
+  return n + " " + word + (n === 1 ? "" : "s");
+}
+
+function describe(parts) {
+  // "4 steps, 1 tool call": a step is one space-separated item of the scratchpad, as in chat.trace_summary
+  const thoughts = parts.filter((p) => p.kind === "thought");
+  const steps = thoughts.reduce((n, p) => n + p.text.split(/\\s+/).filter(Boolean).length, 0);
+  const calls = parts.filter((p) => p.kind === "call").length;
+  const said = [];
+  if (thoughts.length) said.push(plural(steps, "step"));
+  if (calls) said.push(plural(calls, "tool call"));
+  return said.join(", ") || plural(parts.length, "part");
+}
+
+function addFold(reply) {
+  // The answer's text and, under it, a closed <details> for the reasoning (hidden while there is none)
+  const column = document.createElement("div");
+  column.className = "column";
+  reply.replaceWith(column);
+  const fold = document.createElement("details");
+  fold.className = "reasoning";
+  fold.hidden = true;
+  const summary = document.createElement("summary");
+  const steps = document.createElement("div");
+  fold.append(summary, steps);
+  column.append(reply, fold);
+  return {reply, fold, summary, steps};
+}
+
+function showReply(view, text, done) {
+  // Rebuilt from the whole text at every read: a tag split between two reads is whole at the next one
+  const {final, parts} = splitReply(text);
+  view.reply.textContent = final;
+  view.fold.hidden = parts.length === 0;
+  view.summary.textContent = "reasoning: " + describe(parts);
+  view.steps.replaceChildren(...parts.map((part, i) => {
+    const row = document.createElement("div");
+    row.className = "step " + part.kind;
+    const kind = document.createElement("span");
+    kind.className = "kind";
+    const notRun = done && part.kind === "call" && (parts[i + 1] || {}).kind !== "result";
+    kind.textContent = notRun ? "call (not run)" : part.kind;
+    const body = document.createElement("span");
+    body.textContent = part.text;  // textContent, as every model text on this page
+    row.append(kind, body);
+    return row;
+  }));
+  if (done && !final) {
+    view.reply.parentElement.classList.add("empty");
+    view.reply.textContent = parts.length ? "(no final answer after the reasoning)"
+                                          : "(an empty answer: the model wrote <|end|> at once)";
+  }
+  transcript.scrollTop = transcript.scrollHeight;
+}
 
 function showTemperature() {
   const t = Number(slider.value);
@@ -163,6 +315,7 @@ async function send(message) {
   addLine("user", message);
   box.value = "";
   const reply = addLine("model", "");
+  const view = addFold(reply);  // 9.4
   const mine = new AbortController();
   controller = mine;
   setBusy(true);
@@ -181,17 +334,15 @@ async function send(message) {
     }
     const reader = response.body.getReader();
     const decoder = new TextDecoder();  // {stream: true}: a character split between two reads stays whole
+    let text = "";
     for (;;) {
       const {done, value} = await reader.read();
       if (done) break;
-      reply.textContent += decoder.decode(value, {stream: true});
-      transcript.scrollTop = transcript.scrollHeight;
+      text += decoder.decode(value, {stream: true});
+      showReply(view, text, false);  // 9.4 the final answer, and the reasoning folded under it
     }
-    reply.textContent += decoder.decode();
-    if (!reply.textContent) {
-      reply.parentElement.classList.add("empty");
-      reply.textContent = "(an empty answer: the model wrote <|end|> at once)";
-    }
+    text += decoder.decode();
+    showReply(view, text, true);
   } catch (err) {
     if (err.name !== "AbortError") {  // AbortError: Reset stopped it on purpose
       reply.parentElement.classList.add("error");
@@ -247,6 +398,14 @@ PAGE = """<!doctype html>
   .user .text { color: #1a4d8f; }
   .error .text { color: #a32020; }
   .empty .text { color: #888; font-style: italic; }
+  .model .text { font-size: 18px; font-weight: 600; }
+  .column { display: flex; flex-direction: column; gap: 4px; min-width: 0; }
+  .reasoning { font-size: 13px; color: #555; }
+  .reasoning summary { cursor: pointer; color: #777; }
+  .step { display: flex; gap: 8px; font-family: ui-monospace, monospace; white-space: pre-wrap;
+          overflow-wrap: anywhere; }
+  .step .kind { flex: 0 0 110px; color: #999; }
+  .step.result span:last-child { color: #1d6b2f; }
   form, .controls { display: flex; gap: 8px; align-items: center; }
   #message { flex: 1; font: inherit; padding: 8px 10px; border: 1px solid #bbb; border-radius: 6px; }
   button { font: inherit; padding: 8px 16px; border-radius: 6px; border: 1px solid #888; background: #fff;
@@ -326,9 +485,10 @@ class ChatServer(ThreadingHTTPServer):
 
     daemon_threads = True  # Ctrl-C does not wait for open connections
 
-    def __init__(self, address, model, tok, max_new_tokens, seed, log):
+    def __init__(self, address, model, tok, max_new_tokens, seed, log, use_tools=True):
         super().__init__(address, ChatHandler)
         self.model, self.tok, self.max_new_tokens, self.log = model, tok, max_new_tokens, log
+        self.use_tools = use_tools  # 9.4 run a reasoning model's tool calls (False: without tool access)
         self.lock = threading.Lock()  # one generation at a time (see the module's docstring)
         device = next(model.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(seed)  # sampled answers: one stream, in turn
@@ -361,7 +521,7 @@ class ChatHandler(BaseHTTPRequestHandler):
             s = self.server
             try:  # checked before any work: a request too long for the context is a 400, not a broken stream
                 pieces = stream_answer(s.model, s.tok, message, temperature, max_new_tokens=s.max_new_tokens,
-                                       generator=s.generator)
+                                       generator=s.generator, use_tools=s.use_tools)
             except ValueError as e:
                 raise BadRequest(400, str(e))
         except BadRequest as e:
@@ -465,21 +625,22 @@ class ChatHandler(BaseHTTPRequestHandler):
             print(f"{self.log_date_time_string()} {format % args}", file=sys.stderr, flush=True)
 
 
-def make_server(model, tok, host="127.0.0.1", port=8000, max_new_tokens=64, seed=1337, log=False):
+def make_server(model, tok, host="127.0.0.1", port=8000, max_new_tokens=64, seed=1337, log=False, use_tools=True):
     """The server, bound and listening (port 0: any free port; see server.server_address), not yet serving:
-    call server.serve_forever(). Raises OSError when the port is taken."""
+    call server.serve_forever(). Raises OSError when the port is taken.
+    9.4 use_tools: run a reasoning model's tool calls as it writes them (False: not run)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     chat_token_ids(tok)  # a tokenizer without chat tokens fails now, in one line, not at the first request
     model.eval()  # no dropout; an MoE drops no tokens in eval mode
-    return ChatServer((host, port), model, tok, max_new_tokens, seed, log)
+    return ChatServer((host, port), model, tok, max_new_tokens, seed, log, use_tools)
 
 
 # ----------------------------------------------------------------------------------------------------
 # The command line
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=f"out/{PART.split('_')[0]}/grpo/best.pt",
+    p.add_argument("--checkpoint", default=f"out/{PART.split('_')[0]}/tools/best.pt",
                    help="the chat model: any fine-tuned checkpoint, e.g. out/part6/best.pt (default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on; 0.0.0.0 exposes the page (and "
                    "your model) to every machine on your network (default: %(default)s)")
@@ -489,6 +650,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1337, help="for sampled answers (temperature > 0) "
                    "(default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: %(default)s)")
+    p.add_argument("--tools", type=str_to_bool, default=True, help="true: a reasoning model's tool calls are run "
+                   "as it writes them; false: not run, the model is without tool access (default: %(default)s)")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         p.error(f"--port must be from 1 to 65535, or 0 for any free port, got {args.port}")
@@ -507,7 +670,8 @@ def main(argv=None):
     try:
         model, tok = load_chat_model(args.checkpoint, device)
         try:
-            server = make_server(model, tok, args.host, args.port, args.max_new_tokens, args.seed, log=True)
+            server = make_server(model, tok, args.host, args.port, args.max_new_tokens, args.seed, log=True,
+                                 use_tools=args.tools)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise SystemExit(f"error: port {args.port} is in use: pass --port with another number "

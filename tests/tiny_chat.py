@@ -2,6 +2,8 @@
 BPE with the chat tokens, a GPT small enough to learn a few answers by heart in a moment, and a checkpoint
 saved the way train.py saves best.pt. Each function takes the part whose modules it should use.
 """
+import http.client
+
 import torch
 from partloader import load_part
 
@@ -50,3 +52,14 @@ def save_tiny(part, path, tok, train_on=(), block_size=32):
     checkpoint.save_checkpoint(str(path), gpt, gpt.config, step=0, val_loss=1.0,
                                extra={"tokenizer": data.tokenizer_to_dict(tok)})
     return gpt.eval()
+
+
+def request(port, method, path, body=None, headers=None):
+    """(status, headers, body text) of one request to a local server (serve.py) on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read().decode("utf-8")
+    finally:
+        conn.close()

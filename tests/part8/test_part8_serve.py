@@ -51,15 +51,7 @@ def port(tuned):
     thread.join(timeout=5)
 
 
-def request(port, method, path, body=None, headers=None):
-    """(status, headers, body text) of one request on a fresh connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read().decode("utf-8")
-    finally:
-        conn.close()
+request = tiny_chat.request  # (status, headers, body text) of one request
 
 
 def post_chat(port, payload, content_type="application/json"):
