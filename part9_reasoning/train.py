@@ -1,21 +1,19 @@
-"""Part 8: alignment. The SFT model of Part 6 learns from rewards: PPO against Part 7's reward model (8.1),
-GRPO against the task checker (8.2), DPO from preference pairs (8.3); then every policy and the SFT model
-are compared on held-out prompts (the milestone table).
+"""Part 9: reasoning. Small models trained from scratch on problems that take several steps (9.1) or a tool
+(9.3), graded on held-out problems with the compliance measures of 9.4; Part 8's runs are all still here.
 
-    python part8_alignment/train.py --algo ppo        # find the SFT and reward models (or make them), run PPO
-    python part8_alignment/train.py --algo grpo       # G samples per prompt, the task checker's verifiable reward
-    python part8_alignment/train.py --algo dpo        # preference pairs in Part 7's format, no rollouts
-    python part8_alignment/train.py --algo ppo --reward mix   # 8.4 reward model + checker
-    python part8_alignment/train.py --stage reward    # Part 7's reward model, as it was (and --stage sft, pretrain)
-    python part8_alignment/train.py --help
+    python part9_reasoning/train.py                  # 9.1 additions: direct vs chain of thought, self-consistency, GRPO
+    python part9_reasoning/train.py --stage tools    # 9.3 a model that calls a calculator and a unit converter
+    python part9_reasoning/mla_bench.py              # 9.2 MHA, GQA and MLA: cache per token, val loss, decode speed
+    python part9_reasoning/milestone.py              # the milestone table from the three runs above
+    python part9_reasoning/train.py --stage align    # Part 8's alignment (and --stage reward, sft, pretrain)
+    python part9_reasoning/train.py --help
 
-Each --algo run writes to out_dir/<algo>/: best.pt (the policy: chat.py and serve.py talk to it), metrics.jsonl,
-rl.png, eval.md (the table against SFT) and results.json; compare.py puts the runs in one table.
-
-Steps: SFT model (Part 6's best.pt, or fine-tuned here) and reward model (Part 7's best.pt, or trained here)
--> a frozen copy of the SFT model as the reference -> iterations of rollouts (8.4) and updates (8.1-8.3, with
-8.5's normalization) -> the policy and the SFT model graded on held-out prompts.
+--stage reason writes out_dir/reason/: direct/, cot/ and grpo/ (best.pt each, a chat model), eval.md (the
+compliance table and the self-consistency curve), self_consistency.png, rl.png and results.json.
+--stage tools writes out_dir/tools/: best.pt (the chatbot chat.py and serve.py talk to), direct/best.pt,
+eval.md and results.json.
 """
+import copy
 import dataclasses
 import json
 import math
@@ -34,11 +32,17 @@ from checkpoint import load_checkpoint, prepare_out_dir, read_checkpoint, save_c
 from chat_format import CHAT_TOKENS, add_chat_tokens, chat_token_ids, encode_prompt, encode_response
 from data import check_inputs, load_tokenizer, load_tokens, stored_tokenizer, tokenizer_to_dict
 from distributed import finish_distributed, mean_over_processes, setup_distributed, wrap_model
-from evaluate import format_table, generate_answers, items_per_second, score, spread
+from compliance import compliance_report, compliance_table
+from evaluate import answer_text, format_table, generate_answers, items_per_second, score, spread
 from logger import RunLogger
 from model import GPT, GPTConfig
 from moe import moe_layers, take_expert_load, update_balance_bias
 from optim import AdamW, clip_grad_norm
+from reason_eval import accuracy_at_n, plot_self_consistency, sample_answers
+from reason_tasks import final_answer, grade_final
+from reason_tasks import make_examples as make_reason_examples
+from reason_train import ReasonConfig, build_reasoning_set, reasoning_tokenizer, train_reasoner
+from reasoning_format import encode_reasoning_response
 from preferences import MODEL_ERROR, make_pairs, model_error_pairs
 from reward_model import RewardModel, load_reward_model, make_scorer, save_reward_model
 from rl_eval import against_sft, comparison_table, evaluate_policy, family_mean, strip_lists, weak_families
@@ -54,6 +58,7 @@ from sample import checkpoint_tokenizer
 from sft_data import SFTSet, build_sft_set, curriculum_pool, get_sft_batch
 from sft_loss import accumulate_gradients
 from tasks import grade, load_jsonl, make_examples, order_examples
+from tools import generate_with_tools
 
 
 @dataclass
@@ -66,7 +71,7 @@ class TrainConfig:
     bpe_vocab_size: int = 4096  # BPE vocabulary, trained on the first tokenizer_chars of the data
     tokenizer_chars: int = 5_000_000  # characters the BPE merges are learned from
     cache_dir: str = "data/cache"  # tokenizers and token ids, reused by later runs on the same data
-    out_dir: str = "out/part8"  # --stage align writes to out_dir/<algo>/; the other stages to out_dir itself
+    out_dir: str = "out/part9"  # reason, tools: out_dir/<stage>/; align: out_dir/<algo>/; the others out_dir
     overwrite: bool = False     # replace an earlier run's results in out_dir (else such a folder is refused)
     val_fraction: float = 0.1   # without --val_data: the last 10% of the text is held out
     batch_size: int = 16        # sequences per micro-batch per process
@@ -93,7 +98,7 @@ class TrainConfig:
     target_loss: float = 0.0    # > 0: also report the wall time when val loss first reaches it
     seed: int = 1337            # the same seed gives the same run (on CPU)
     device: str = "auto"        # auto picks cuda, then mps, then cpu
-    stage: str = "align"        # align: PPO, GRPO or DPO (--algo) | reward: Part 7 | sft: Part 6 | pretrain: Part 5
+    stage: str = "reason"       # 9.1 reason: direct vs CoT | 9.3 tools | align: Part 8 | reward | sft | pretrain
     base: str = "auto"          # model to fine-tune: auto (Part 5's or 4's best.pt, else pretrain one), a .pt, or none
     base_steps: int = 600       # --base auto without a checkpoint: pretrain a base this many steps on --data first
     sft_data: str = "synthetic"  # 6.1 synthetic (tasks.py's families) or an instruction .jsonl file
@@ -138,6 +143,14 @@ class TrainConfig:
     dpo_beta: float = 0.5       # 8.3 DPO's beta: larger keeps the policy closer to the reference
     dpo_pairs: str = "ranked"   # 8.3 ranked: the SFT model's answers, best vs worst by the reward model | synthetic
     ranked_prompts: int = 240   # 8.3 --dpo_pairs ranked: training prompts per family, each answered group_size times
+    reason_steps: int = 700     # 9.1/9.3 optimizer steps of each reasoning model (trained from scratch, bytes)
+    reason_batch_size: int = 64  # 9.1/9.3 problems per step
+    reason_lr: float = 2e-3     # 9.1/9.3 peak lr of the reasoning models (50 warmup steps, cosine to 10%)
+    reason_train: int = 20000   # 9.1/9.3 training problems per family
+    reason_test: int = 500      # 9.1/9.3 held-out problems per family
+    sc_samples: int = 20        # 9.1 self-consistency: answers sampled per problem (votes at N = 1, 5, 10, 20)
+    sc_temperature: float = 0.5  # 9.1 the temperature of those samples
+    reason_grpo: bool = True    # 9.1 --stage reason: also GRPO (8.2) on the CoT model with the checker's reward
 
     def __post_init__(self):  # bad values fail here, as one line, before any work starts
         if not 0 < self.lr < float("inf"):  # subtle: written so that nan fails too
@@ -175,9 +188,10 @@ class TrainConfig:
             raise ValueError(f"--tokenizer must be bpe or bytes, got {self.tokenizer!r}")
         if self.tokenizer == "bpe" and not 256 < self.bpe_vocab_size <= 1 << 16:  # token ids are cached as uint16
             raise ValueError(f"--bpe_vocab_size must be between 257 and 65536, got {self.bpe_vocab_size}")
-        if self.stage not in ("align", "reward", "sft", "pretrain"):
-            raise ValueError(f"--stage must be align, reward, sft or pretrain, got {self.stage!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
         check_rl_flags(self)
+        check_reason_flags(self)
         if self.rm_loss not in ("bt", "margin"):
             raise ValueError(f"--rm_loss must be bt or margin, got {self.rm_loss!r}")
         if min(self.sft_steps, self.pairs_per_family, self.error_prompts, self.rm_steps, self.rm_batch_size) < 1:
@@ -463,7 +477,8 @@ def make_optimizer(model, cfg: TrainConfig, device="cpu"):
 # 2.4 The training loop, written out, in named steps: setup_run -> load_splits -> build_training ->
 # train_loop -> finish_run. 6.x fine_tune runs the same steps on instruction data.
 def main(train_cfg: TrainConfig, model_cfg: GPTConfig):
-    stages = {"pretrain": pretrain, "sft": fine_tune, "reward": train_reward, "align": align}
+    stages = {"pretrain": pretrain, "sft": fine_tune, "reward": train_reward, "align": align, "reason": reason,
+              "tools": tools}
     return stages[train_cfg.stage](train_cfg, model_cfg)
 
 
@@ -888,6 +903,195 @@ def align_verdict(algo, rows, families):
 
 
 WIN_TARGET = 0.60  # issue: Part 8, PPO and DPO
+
+
+# ----------------------------------------------------------------------------------------------------
+# 9.1 / 9.3 Reasoning: small models trained from scratch on problems that take steps (9.1) or a tool (9.3),
+# each graded on held-out problems with the compliance measures of 9.4
+STAGES = ("reason", "tools", "align", "reward", "sft", "pretrain")
+SC_SIZES = (1, 5, 10, 20)  # 9.1 votes per problem in the self-consistency curve (those <= --sc_samples)
+# 9.1 GRPO on the CoT model: --rl_steps, --rl_lr and --rollouts 0 take these (measured: README)
+REASON_GRPO = {"rl_steps": 40, "rl_lr": 3e-5, "rollouts": 64}
+
+
+def check_reason_flags(cfg):
+    """9.x the reasoning flags, one line each."""
+    if min(cfg.reason_steps, cfg.reason_batch_size, cfg.reason_train, cfg.reason_test, cfg.sc_samples) < 1:
+        raise ValueError("--reason_steps, --reason_batch_size, --reason_train, --reason_test and --sc_samples "
+                         "must be >= 1")
+    if not 0 < cfg.reason_lr < float("inf") or not 0 < cfg.sc_temperature < float("inf"):
+        raise ValueError("--reason_lr and --sc_temperature must be > 0")
+
+
+def reason(train_cfg: TrainConfig, model_cfg: GPTConfig):
+    """9.1 The same additions answered directly and with a scratchpad (two models, same problems, same steps);
+    the CoT model with self-consistency, then after GRPO. out_dir/reason/: direct/, cot/, grpo/ (best.pt each),
+    eval.md, results.json, self_consistency.png, rl.png."""
+    cfg = train_cfg
+    run_dir = os.path.join(cfg.out_dir, "reason")
+    run = setup_run(dataclasses.replace(cfg, out_dir=run_dir))
+    log = RunLogger(run_dir, enabled=run.master, tensorboard=False)
+    tok, t0 = reasoning_tokenizer(), time.time()
+    models, tests, rows = {}, {}, {}
+    for style in ("direct", "cot"):
+        train_ex = make_reason_examples(["add"], style, "train", cfg.reason_train, cfg.seed)
+        tests[style] = make_reason_examples(["add"], style, "test", cfg.reason_test, cfg.seed)
+        models[style] = train_reasoning_model(cfg, model_cfg, tok, train_ex, style, run_dir, run.device, log)
+        rows[style] = grade_reasoner(models[style], tok, tests[style], style, cfg, log)
+    golds = [final_answer(ex) for ex in tests["cot"]]
+    rows["cot"]["sc"] = self_consistency(models["cot"], tok, tests["cot"], golds, cfg, log, "cot")
+    if cfg.reason_grpo:
+        policy = grpo_on_cot(models["cot"], tok, cfg, run_dir, run.device, log)
+        rows["cot + grpo"] = grade_reasoner(policy, tok, tests["cot"], "cot", cfg, log)
+        rows["cot + grpo"]["sc"] = self_consistency(policy, tok, tests["cot"], golds, cfg, log, "cot + grpo")
+    plot_self_consistency(rows["cot"]["sc"], rows["cot"]["accuracy"], rows["direct"]["accuracy"],
+                          os.path.join(run_dir, "self_consistency.png"))
+    return write_reason_report(run_dir, "reason", rows, cfg, log, t0)
+
+
+def train_reasoning_model(cfg: TrainConfig, model_cfg: GPTConfig, tok, examples, name, run_dir, device, log):
+    """A new model (the --n_layer/--n_embd/... shape; block_size grown to the longest example) trained
+    --reason_steps steps on the examples, saved to run_dir/name/best.pt with its tokenizer."""
+    longest = max(len(encode_prompt(tok, ex.prompt)) + len(encode_reasoning_response(tok, ex.response))
+                  for ex in examples)
+    shape = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size, block_size=max(model_cfg.block_size, longest))
+    model = GPT(shape).to(device)
+    data = build_reasoning_set(examples, tok, shape.block_size)
+    log.text(f"{name}: {model.num_params():,} parameters, {len(examples):,} problems, mean length "
+             f"{data.mean_length:.0f} tokens, {cfg.reason_steps} steps")
+    rc = ReasonConfig(cfg.reason_steps, cfg.reason_batch_size, cfg.reason_lr, min(50, cfg.reason_steps // 10),
+                      cfg.seed, cfg.log_interval)
+    started = time.time()
+    losses = train_reasoner(model, data, rc, log.text, name)
+    os.makedirs(os.path.join(run_dir, name), exist_ok=True)
+    save_checkpoint(os.path.join(run_dir, name, "best.pt"), model, model.config, cfg.reason_steps, losses[-1],
+                    {"tokenizer": tokenizer_to_dict(tok), "train_s": round(time.time() - started, 1)})
+    return model
+
+
+def room_for_answers(model, tok, examples):
+    """New tokens a greedy answer may take: what the block leaves after the longest prompt."""
+    return model.config.block_size - max(len(encode_prompt(tok, ex.prompt)) for ex in examples)
+
+
+def grade_reasoner(model, tok, examples, style, cfg: TrainConfig, log, use_tools=None):
+    """9.4 Greedy answers to the held-out problems -> the compliance report (accuracy, format, steps...).
+    use_tools True/False: answered through the tool runtime (9.3), with or without running the calls."""
+    prompts = [ex.prompt for ex in examples]
+    if use_tools is None:
+        answers = generate_answers(model, tok, prompts, cfg.eval_batch_size, room_for_answers(model, tok, examples))
+    else:  # the runtime gives each row what the block leaves after its own prompt
+        answers = answers_with_tools(model, tok, prompts, model.config.block_size, use_tools)
+    report = compliance_report(examples, answers, style)
+    report["examples"] = [[ex.prompt, a] for ex, a in zip(examples[:3], answers[:3])]
+    how = style if use_tools is None else f"{style}, tools {'on' if use_tools else 'off'}"
+    log.text(f"graded {len(examples)} held-out problems ({how}): accuracy {report['accuracy']:.1%}, "
+             f"format {report['format']:.1%}")
+    return report
+
+
+def self_consistency(model, tok, examples, golds, cfg: TrainConfig, log, name):
+    """9.1 --sc_samples answers per problem at --sc_temperature; accuracy of the majority at each N of SC_SIZES."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
+    started = time.time()
+    votes = sample_answers(model, tok, [ex.prompt for ex in examples], cfg.sc_samples, cfg.sc_temperature, gen,
+                           room_for_answers(model, tok, examples), cfg.eval_batch_size * 4)
+    curve = accuracy_at_n(votes, golds, [n for n in SC_SIZES if n <= cfg.sc_samples] or [cfg.sc_samples])
+    log.text(f"{name} self-consistency ({cfg.sc_samples} samples at temperature {cfg.sc_temperature}, "
+             f"{time.time() - started:.0f}s): " + ", ".join(f"N={n} {a:.1%}" for n, a in curve.items()))
+    return curve
+
+
+def grpo_on_cot(cot_model, tok, cfg: TrainConfig, run_dir, device, log):
+    """9.1 Part 8's GRPO (rl_train.run_rollouts) on a copy of the CoT model; the reward is the verifiable one,
+    1 when the final answer is right (reason_tasks.grade_final), minus --missing_end_penalty for a cut answer."""
+    gcfg = dataclasses.replace(cfg, **{k: v for k, v in REASON_GRPO.items() if not getattr(cfg, k)})
+    pool = make_reason_examples(["add"], "cot", "train", cfg.reason_train, cfg.seed + 1)
+    gcfg = dataclasses.replace(gcfg, max_new_tokens=room_for_answers(cot_model, tok, pool))
+    policy, ref = copy.deepcopy(cot_model).train(), frozen(copy.deepcopy(cot_model))
+
+    def reward_fn(batch):
+        right = torch.tensor([float(grade_final(ex, r)) for ex, r in zip(batch.examples, batch.responses)])
+        return right - cfg.missing_end_penalty * (~batch.ended).float().cpu()
+    history, _ = run_rollouts("grpo", policy, ref, tok, pool, reward_fn, gcfg, device, log)
+    os.makedirs(os.path.join(run_dir, "grpo"), exist_ok=True)
+    save_checkpoint(os.path.join(run_dir, "grpo", "best.pt"), policy, policy.config, gcfg.rl_steps, float("nan"),
+                    {"tokenizer": tokenizer_to_dict(tok), "algo": "grpo"})
+    plot_history(history, "grpo", os.path.join(run_dir, "rl.png"))
+    return policy.eval()
+
+
+def write_reason_report(run_dir, stage, rows, cfg: TrainConfig, log, t0):
+    """eval.md (the compliance table and, for reason, the self-consistency curve) and results.json."""
+    table = compliance_table({name: row for name, row in rows.items()})
+    print(table)
+    sc = {name: row["sc"] for name, row in rows.items() if "sc" in row}
+    lines = [f"| {name} | " + " | ".join(f"{a:.1%}" for a in curve.values()) + " |" for name, curve in sc.items()]
+    sc_table = ("| model | " + " | ".join(f"N={n}" for n in next(iter(sc.values()))) + " |\n|---|" +
+                "---|" * len(next(iter(sc.values()))) + "\n" + "\n".join(lines)) if sc else ""
+    verdict = reason_verdict(stage, rows)
+    log.text(verdict)
+    log.close()
+    with open(os.path.join(run_dir, "eval.md"), "w") as f:
+        f.write(f"# {stage}: held-out problems\n\n{table}\n\n" +
+                (f"Self-consistency (majority of N samples at temperature {cfg.sc_temperature}):\n\n{sc_table}\n\n"
+                 if sc else "") + f"{verdict}\n")
+    result = {"stage": stage, "rows": rows, "verdict": verdict, "wall_s": round(time.time() - t0, 1),
+              "command": " ".join(["python"] + sys.argv), "train_config": dataclasses.asdict(cfg)}
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def reason_verdict(stage, rows):
+    """One line: the gains the milestone asks for, each with its figures."""
+    if stage == "reason":
+        cot, direct, sc = rows["cot"], rows["direct"], rows["cot"]["sc"]
+        best_n = max(sc, key=sc.get)
+        line = (f"9.1 CoT {cot['accuracy']:.1%} vs direct {direct['accuracy']:.1%} "
+                f"({'gain' if cot['accuracy'] > direct['accuracy'] else 'NO GAIN'}); self-consistency N={best_n} "
+                f"{sc[best_n]:.1%} vs greedy {cot['accuracy']:.1%} "
+                f"({'gain' if sc[best_n] > cot['accuracy'] else 'NO GAIN'})")
+        if "cot + grpo" in rows:
+            line += f"; after GRPO {rows['cot + grpo']['accuracy']:.1%}"
+        return line
+    on, off, direct = rows["tools on"], rows["tools off"], rows["direct"]
+    gain = on["accuracy"] > max(off["accuracy"], direct["accuracy"])
+    return (f"9.3 with tools {on['accuracy']:.1%} vs without {off['accuracy']:.1%} (direct model "
+            f"{direct['accuracy']:.1%}): {'gain' if gain else 'NO GAIN'}")
+
+
+def tools(train_cfg: TrainConfig, model_cfg: GPTConfig):
+    """9.3 Large multiplications and hours-to-seconds: one model writes tool calls (and a scratchpad for
+    additions), one answers directly; the tool model is graded with the runtime running its calls and without.
+    out_dir/tools/: best.pt (the chatbot of chat.py and serve.py), direct/best.pt, eval.md, results.json."""
+    cfg = train_cfg
+    run_dir = os.path.join(cfg.out_dir, "tools")
+    run = setup_run(dataclasses.replace(cfg, out_dir=run_dir))
+    log = RunLogger(run_dir, enabled=run.master, tensorboard=False)
+    tok, t0 = reasoning_tokenizer(), time.time()
+    hard = ["mul", "hours"]
+    tool_train = (make_reason_examples(hard, "tool", "train", cfg.reason_train, cfg.seed) +
+                  make_reason_examples(["add"], "cot", "train", cfg.reason_train // 2, cfg.seed))
+    direct_train = make_reason_examples(hard, "direct", "train", cfg.reason_train, cfg.seed)
+    tool_model = train_reasoning_model(cfg, model_cfg, tok, tool_train, "tool", run_dir, run.device, log)
+    os.replace(os.path.join(run_dir, "tool", "best.pt"), os.path.join(run_dir, "best.pt"))
+    os.rmdir(os.path.join(run_dir, "tool"))
+    direct_model = train_reasoning_model(cfg, model_cfg, tok, direct_train, "direct", run_dir, run.device, log)
+    test_tool = make_reason_examples(hard, "tool", "test", cfg.reason_test, cfg.seed)
+    rows = {"direct": grade_reasoner(direct_model, tok, make_reason_examples(hard, "direct", "test", cfg.reason_test,
+                                                                          cfg.seed), "direct", cfg, log),
+            "tools off": grade_reasoner(tool_model, tok, test_tool, "tool", cfg, log, use_tools=False),
+            "tools on": grade_reasoner(tool_model, tok, test_tool, "tool", cfg, log, use_tools=True)}
+    return write_reason_report(run_dir, "tools", rows, cfg, log, t0)
+
+
+def answers_with_tools(model, tok, prompts, max_new_tokens, use_tools):
+    """9.3 Greedy answers through the tool runtime (tools.generate_with_tools), as text without <|end|>."""
+    end_id = chat_token_ids(tok)["end"]
+    encoded = [encode_prompt(tok, p) for p in prompts]
+    runs = generate_with_tools(model, tok, encoded, max_new_tokens, use_tools=use_tools)
+    return [answer_text(tok, run.ids, end_id) for run in runs]
 
 
 @dataclass

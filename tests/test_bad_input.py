@@ -63,6 +63,8 @@ BAD_VALUES = {
     "kl_coef": ["-0.1", "nan"], "vf_coef": ["-1"], "value_clip": ["-0.2"], "gamma": ["1.5"], "lam": ["-0.1"],
     "reward_norm": ["maybe"], "whiten_advantages": ["maybe"], "grpo_scale_std": ["maybe"], "loss_agg": ["sum"],
     "dpo_beta": ["0", "inf"], "dpo_pairs": [""], "ranked_prompts": ["0"],
+    "reason_steps": ["0"], "reason_batch_size": ["0"], "reason_lr": ["0", "nan"], "reason_train": ["0"],  # Part 9
+    "reason_test": ["0"], "sc_samples": ["0"], "sc_temperature": ["0", "-1", "nan"], "reason_grpo": ["maybe"],
 }
 # Flags where any value of the right type is fine, or whose bad values are tested by behaviour below
 # (paths, devices). A new flag must go into BAD_VALUES or here: test_every_flag_is_covered.
@@ -126,6 +128,7 @@ FAST = {
     # The reward run's own bad input is tested in tests/part7/test_part7_train.py
     "part7_reward": [*SFT_FAST, "--stage", "sft"],
     "part8_alignment": [*SFT_FAST, "--stage", "sft"],  # the alignment run's bad input: tests/part8/test_part8_train.py
+    "part9_reasoning": [*SFT_FAST, "--stage", "sft"],  # the reasoning runs' bad input: tests/part9/test_part9_train.py
 }
 
 

@@ -32,6 +32,11 @@ FAST_ARGS = {
                         "--train_per_family", "4", "--test_per_family", "1", "--sft", "auto", "--sft_steps", "4",
                         "--pairs_per_family", "2", "--error_prompts", "1", "--rm_steps", "4", "--rm_batch_size", "2",
                         "--rl_steps", "2", "--rollouts", "4", "--minibatch_size", "4"],
+    # the reasoning run: two small models from scratch, self-consistency, GRPO on the CoT model (no checkpoint needed)
+    "part9_reasoning": ["--preset", "tiny", "--tensorboard", "false", "--log_interval", "2", "--reason_steps", "4",
+                        "--reason_batch_size", "8", "--reason_train", "40", "--reason_test", "6", "--sc_samples", "3",
+                        "--rl_steps", "2", "--rollouts", "8", "--group_size", "4", "--minibatch_size", "8",
+                        "--eval_batch_size", "8"],
 }
 
 
