@@ -30,20 +30,20 @@ import torch
 import cli
 from checkpoint import load_checkpoint, prepare_out_dir, read_checkpoint, save_checkpoint
 from chat_format import CHAT_TOKENS, add_chat_tokens, chat_token_ids, encode_prompt, encode_response
+from compliance import compliance_report, compliance_table
 from data import check_inputs, load_tokenizer, load_tokens, stored_tokenizer, tokenizer_to_dict
 from distributed import finish_distributed, mean_over_processes, setup_distributed, wrap_model
-from compliance import compliance_report, compliance_table
 from evaluate import answer_text, format_table, generate_answers, items_per_second, score, spread
 from logger import RunLogger
 from model import GPT, GPTConfig
 from moe import moe_layers, take_expert_load, update_balance_bias
 from optim import AdamW, clip_grad_norm
+from preferences import MODEL_ERROR, make_pairs, model_error_pairs
 from reason_eval import accuracy_at_n, plot_self_consistency, sample_answers
 from reason_tasks import final_answer, grade_final
 from reason_tasks import make_examples as make_reason_examples
 from reason_train import ReasonConfig, build_reasoning_set, reasoning_tokenizer, train_reasoner
 from reasoning_format import encode_reasoning_response
-from preferences import MODEL_ERROR, make_pairs, model_error_pairs
 from reward_model import RewardModel, load_reward_model, make_scorer, save_reward_model
 from rl_eval import against_sft, comparison_table, evaluate_policy, family_mean, strip_lists, weak_families
 from rl_loss import AGGREGATIONS
@@ -1023,12 +1023,15 @@ def grpo_on_cot(cot_model, tok, cfg: TrainConfig, run_dir, device, log):
 
 def write_reason_report(run_dir, stage, rows, cfg: TrainConfig, log, t0):
     """eval.md (the compliance table and, for reason, the self-consistency curve) and results.json."""
-    table = compliance_table({name: row for name, row in rows.items()})
+    table = compliance_table(rows)
     print(table)
     sc = {name: row["sc"] for name, row in rows.items() if "sc" in row}
-    lines = [f"| {name} | " + " | ".join(f"{a:.1%}" for a in curve.values()) + " |" for name, curve in sc.items()]
-    sc_table = ("| model | " + " | ".join(f"N={n}" for n in next(iter(sc.values()))) + " |\n|---|" +
-                "---|" * len(next(iter(sc.values()))) + "\n" + "\n".join(lines)) if sc else ""
+    sc_table = ""
+    if sc:  # 9.1 one row per model, one column per N
+        sizes = list(next(iter(sc.values())))
+        sc_table = "\n".join([f"| model | {' | '.join(f'N={n}' for n in sizes)} |", "|---|" + "---|" * len(sizes),
+                               *(f"| {name} | {' | '.join(f'{a:.1%}' for a in curve.values())} |"
+                                 for name, curve in sc.items())])
     verdict = reason_verdict(stage, rows)
     log.text(verdict)
     log.close()

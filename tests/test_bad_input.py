@@ -65,6 +65,7 @@ BAD_VALUES = {
     "dpo_beta": ["0", "inf"], "dpo_pairs": [""], "ranked_prompts": ["0"],
     "reason_steps": ["0"], "reason_batch_size": ["0"], "reason_lr": ["0", "nan"], "reason_train": ["0"],  # Part 9
     "reason_test": ["0"], "sc_samples": ["0"], "sc_temperature": ["0", "-1", "nan"], "reason_grpo": ["maybe"],
+    "n_kv_head": ["-1", "3"], "attention": ["gqa"], "kv_latent": ["-1"], "rope_dim": ["3", "-2"],
 }
 # Flags where any value of the right type is fine, or whose bad values are tested by behaviour below
 # (paths, devices). A new flag must go into BAD_VALUES or here: test_every_flag_is_covered.
