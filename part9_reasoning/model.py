@@ -27,6 +27,10 @@ Part 5 swaps the MLP of some blocks for a Mixture-of-Experts layer (moe.py). n_e
 model, so every later part can use either:
   5.2 Block takes an MoE layer where the config says so; GPT.forward adds the router's auxiliary losses
   5.4 hybrids: MoE in every moe_every-th block only, dense MLPs in the others; shared experts (moe.py)
+
+Part 9 shrinks the KV cache, the memory that limits how many sequences a GPU decodes at once:
+  9.2 grouped-query attention (n_kv_head key/value heads shared by groups of query heads) and DeepSeek-V2's
+      multi-head latent attention (attention="mla": the cache keeps one small latent per token for all heads)
 """
 import math
 from dataclasses import dataclass, replace
@@ -66,6 +70,10 @@ class GPTConfig:
     aux_loss_coef: float = 0.01  # 5.1 weight of the load-balancing loss in the training loss (0 = off)
     z_loss_coef: float = 0.001   # 5.3 weight of the router z-loss (0 = off)
     bias_update_rate: float = 0.0  # 5.3 > 0: aux-loss-free balancing, the selection bias moves this much per step
+    n_kv_head: int = 0         # 9.2 GQA: key/value heads, each shared by n_head/n_kv_head query heads (0 = n_head: MHA)
+    attention: str = "mha"     # 9.2 "mha" (GQA with --n_kv_head) or "mla": multi-head latent attention (DeepSeek-V2)
+    kv_latent: int = 0         # 9.2 mla: width d_c of the latent the cache keeps for k and v (0 = n_embd/4, even)
+    rope_dim: int = 0          # 9.2 mla: width of the RoPE key all heads share, and of each RoPE query (0 = hs/2)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -76,7 +84,7 @@ class GPTConfig:
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         choices = {"pos_embedding": ("learned", "sinusoidal", "rope"), "norm": ("layernorm", "rmsnorm"),
-                   "mlp": ("gelu", "swiglu")}
+                   "mlp": ("gelu", "swiglu"), "attention": ("mha", "mla")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -100,6 +108,23 @@ class GPTConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_expert and not self.expert_hidden:  # 0 = the dense MLP's hidden units split over top_k experts
             self.expert_hidden = max(1, round((self.mlp_hidden or swiglu_hidden(self.n_embd)) / self.top_k))
+        if self.n_kv_head < 0 or self.n_kv_head and self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({self.n_kv_head}); 0 = n_head")
+        if min(self.kv_latent, self.rope_dim) < 0 or self.rope_dim % 2:
+            raise ValueError(f"kv_latent must be >= 0 and rope_dim even (RoPE turns pairs of channels); got kv_latent "
+                             f"{self.kv_latent}, rope_dim {self.rope_dim}")
+        if self.attention == "mha" and (self.kv_latent or self.rope_dim):  # subtle: else silently ignored
+            raise ValueError("kv_latent and rope_dim size MLA's cache: add --attention mla, or leave them 0")
+        if self.attention == "mla" and self.n_kv_head:
+            raise ValueError("n_kv_head is GQA's (--attention mha); MLA caches one latent for all heads: leave it 0")
+        if self.attention == "mla" and self.pos_embedding != "rope":
+            raise ValueError("MLA keeps positions in its own RoPE key: use --pos_embedding rope with --attention mla")
+        if self.attention == "mla":  # 0 = rope_dim hs/2 as in DeepSeek-V2; the latent a quarter of the width
+            self.rope_dim = self.rope_dim or max(2, self.n_embd // self.n_head // 4 * 2)
+            self.kv_latent = self.kv_latent or max(self.rope_dim, self.n_embd // 8 * 2)
+            if self.kv_latent % 2 or self.kv_latent < self.rope_dim:  # subtle: the cache row travels in two halves
+                raise ValueError(f"kv_latent ({self.kv_latent}) must be even and >= rope_dim ({self.rope_dim}): the "
+                                 "cache keeps [k_rope || latent] as two equal halves, the RoPE key in the first")
 
     def is_moe(self, layer):
         """5.4 Whether block `layer` (0-based) holds an MoE layer: every moe_every-th one, counting from 1."""
@@ -147,12 +172,13 @@ def apply_rope(x, cos, sin):
 
 # ----------------------------------------------------------------------------------------------------
 # 1.2/1.3 Attention: softmax(Q K^T / sqrt(d)) V, with a causal mask so token t sees only tokens <= t
-def causal_attention(q, k, v, dropout_p=0.0, training=False, mask=None):
+def causal_attention(q, k, v, dropout_p=0.0, training=False, mask=None, scale=None):
     """Manual attention. q: (..., Tq, hs), k, v: (..., Tk, hs). Returns (..., Tq, hs).
     mask (Tq, Tk) bool, or any shape that broadcasts to (..., Tq, Tk), True where a query may attend;
-    None = causal, the queries being the last Tq tokens."""
+    None = causal, the queries being the last Tq tokens.
+    9.2 scale: the scores' factor when it is not 1/sqrt(hs) (MLA's absorbed queries are wider than its heads)."""
     Tq, Tk, hs = q.size(-2), k.size(-2), q.size(-1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)                        # (..., Tq, Tk)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs) if scale is None else q @ k.transpose(-2, -1) * scale
     if mask is None:  # subtle: with a KV cache (3.4) the Tq new queries come after Tk - Tq cached keys
         mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
     scores = scores.masked_fill(~mask, float("-inf"))  # future positions get zero weight after softmax
@@ -198,6 +224,13 @@ def merge_heads(x):
     return x.transpose(1, 2).contiguous().view(B, T, nh * hs)
 
 
+def repeat_kv(x, n_head):
+    """9.2 GQA: (B, n_kv_head, T, hs) -> (B, n_head, T, hs), each key/value head repeated for its group of
+    query heads: query head h reads kv head h // (n_head / n_kv_head). The manual path needs the copy; SDPA's
+    enable_gqa reads the shared heads in place."""
+    return x.repeat_interleave(n_head // x.size(1), dim=1)
+
+
 class CausalSelfAttention(nn.Module):
     """1.4 Multi-head attention. All heads are computed at once: one Linear makes q, k, v for every
     head, split_heads gives each head its slice, and merge_heads concatenates them back."""
@@ -205,11 +238,13 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head or config.n_head  # 9.2 GQA: fewer k, v heads, so a smaller cache
+        self.kv_width = self.n_kv_head * (config.n_embd // config.n_head)  # 9.2 of k and of v (n_embd for MHA)
         self.dropout = config.dropout
         self.use_sdpa = config.use_sdpa
         self.window, self.n_sink = config.window, config.n_sink
         self.rope = config.pos_embedding == "rope"
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v together
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + 2 * self.kv_width, bias=config.bias)  # q, k, v together
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)      # output projection
         self.resid_dropout = nn.Dropout(config.dropout)
         if self.rope:  # 3.2 buffers, not parameters: nothing to learn, and not saved in checkpoints
@@ -228,21 +263,151 @@ class CausalSelfAttention(nn.Module):
         # cache gives every row its own positions instead, a (B, T) tensor that picks rows of the tables
         where = slice(start, start + T) if isinstance(start, int) else start
         rope = (self.rope_cos[where], self.rope_sin[where]) if self.rope else None
-        q, k, v = self.c_attn(x).split(x.size(-1), dim=2)                   # each (B, T, C)
-        q, k = split_heads(q, self.n_head, rope), split_heads(k, self.n_head, rope)  # each (B, nh, T, hs)
-        v = split_heads(v, self.n_head)
-        if cache is not None:  # 3.4 the new tokens also attend to the cached ones
-            k, v = cache.append(k, v)                                       # each (B, nh, L, hs)
+        q, k, v = self.c_attn(x).split([x.size(-1), self.kv_width, self.kv_width], dim=2)  # (B, T, C), 9.2 k, v
+        q, k = split_heads(q, self.n_head, rope), split_heads(k, self.n_kv_head, rope)  # (B, nh or n_kv_head, T, hs)
+        v = split_heads(v, self.n_kv_head)
+        if cache is not None:  # 3.4 the new tokens also attend to the cached ones (9.2 only n_kv_head heads are kept)
+            k, v = cache.append(k, v)                                       # each (B, n_kv_head, L, hs)
         # 3.5 window/sinks need an explicit mask; a single new query may see every key the cache kept (3.6)
         mask = attention_mask(T, self.window, self.n_sink, x.device) if self.window and T > 1 else None
         if getattr(cache, "mask", None) is not None:  # fast path (decode.py): (B, 1, T, L), padded keys hidden
             mask = cache.mask
         p = self.dropout if self.training else 0.0
+        grouped = self.n_kv_head < self.n_head  # 9.2 GQA: every group of query heads shares one k, v head
         if self.use_sdpa:  # one fused kernel, same result as the manual path (tested)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None and T > 1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None and T > 1,
+                                               enable_gqa=grouped)
         else:
+            if grouped:
+                k, v = repeat_kv(k, self.n_head), repeat_kv(v, self.n_head)
             y = causal_attention(q, k, v, p, self.training, mask)
         return self.resid_dropout(self.c_proj(merge_heads(y)))             # (B, T, C)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 9.2 Multi-head latent attention (DeepSeek-V2, 2024). MHA's cache holds every head's k and v: 2 * n_embd
+# numbers per token and layer. MLA caches one small latent c per token instead (kv_latent = d_c wide), shared
+# by every head; each head rebuilds its own k and v from it:
+#     c = RMSNorm(W_dkv x)   k_h = W_uk_h c            v_h = W_uv_h c
+# RoPE cannot live in k_h: a key rotated by its position is no longer W_uk_h c, and the absorbed path below
+# needs it to be. So position gets its own key, k_rope = RoPE(W_kr x), rope_dim wide and ONE for all heads
+# (decoupled RoPE), and every query gets a matching part q_rope_h:
+#     score_h = (q_nope_h . k_h + q_rope_h . k_rope) / sqrt(hs + rope_dim)
+# The cache keeps [k_rope || c], rope_dim + kv_latent numbers per token and layer (kv_cache_numbers_per_token).
+#
+# Two ways to compute the same attention from that cache:
+#   naive     up-project every cached latent to k_h and v_h, then attention as in 1.4;
+#   absorbed  q_nope_h . (W_uk_h c) = (W_uk_h^T q_nope_h) . c: move the query into the latent space instead, and
+#             [q_rope_h || q_lat_h] . [k_rope || c] is the whole score, one dot product against the cache as it
+#             is. Likewise sum_j a_j W_uv_h c_j = W_uv_h (sum_j a_j c_j): attend over the latents, up-project once.
+# Decoding one token, naive pays L x d_c x 2C multiply-adds per layer to rebuild L cached keys and values;
+# absorbed pays nothing per cached token beyond the scores. Training (T queries over the same T keys) uses the
+# naive path: each token is up-projected once anyway, and its scores are hs + rope_dim wide instead of the
+# latent's d_c + rope_dim (DeepSeek-V2: 192 vs 576). Both are tested equal.
+class LatentAttention(nn.Module):
+    """9.2 MLA: the cache holds only the rope key and the latent, as one "head" shared by all heads.
+
+    It speaks the cache interface of CausalSelfAttention (kv_cache.KVCache, decode.DecodeCache, PaddedRows),
+    which takes a key and a value of the same shape (decode.py allocates its value buffer like the key's). So the
+    row [k_rope || c] travels as its two halves, each (B, 1, T, (rope_dim + d_c) / 2): nothing is stored twice.
+    The rope key lies wholly in the first half (rope_dim <= d_c), the one 3.6's rotate_back is given."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head, self.head_size = config.n_head, config.n_embd // config.n_head
+        self.kv_latent, self.rope_dim = config.kv_latent, config.rope_dim
+        self.dropout = config.dropout
+        self.use_sdpa = config.use_sdpa
+        self.window, self.n_sink = config.window, config.n_sink
+        self.scale = 1 / math.sqrt(self.head_size + self.rope_dim)  # a score sums hs + rope_dim products
+        self.absorb = False  # the inference path (set_absorb); both give the same result
+        self.q_proj = nn.Linear(config.n_embd, config.n_head * (self.head_size + self.rope_dim), bias=config.bias)
+        self.kv_down = nn.Linear(config.n_embd, self.rope_dim + self.kv_latent, bias=config.bias)  # W_kr, W_dkv
+        # no bias in the up-projections: the absorbed path folds these matrices into q and into the output
+        # DeepSeek-V2's code normalizes the latent before caching it (kv_a_layernorm). Measured with mla_bench.py,
+        # 450 steps, 2 seeds x lr 2e-3 and 3e-3: MLA's val loss +0.047 from MHA's on average with it, +0.059 without
+        self.kv_norm = RMSNorm(self.kv_latent)
+        self.k_up = nn.Linear(self.kv_latent, config.n_embd, bias=False)  # W_uk of every head, stacked
+        self.v_up = nn.Linear(self.kv_latent, config.n_embd, bias=False)  # W_uv of every head, stacked
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # output projection
+        self.resid_dropout = nn.Dropout(config.dropout)
+        cos, sin = rope_tables(config.block_size, self.rope_dim)  # 3.2 for the rope_dim channels only
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def rotate_back(self, k, n):
+        """3.6 on the cache's first half, [k_rope || start of c]: only k_rope was rotated, so only it turns back."""
+        k_rope, rest = k.split([self.rope_dim, k.size(-1) - self.rope_dim], dim=-1)
+        return torch.cat([apply_rope(k_rope, self.rope_cos[n], -self.rope_sin[n]), rest], dim=-1)
+
+    def forward(self, x, cache=None):
+        B, T, _ = x.shape
+        start = 0 if cache is None else cache.make_room(T)  # 3.4 slot of the first new token; decode.py: (B, T)
+        where = slice(start, start + T) if isinstance(start, int) else start
+        cos, sin = self.rope_cos[where], self.rope_sin[where]             # ([B,] T, rope_dim)
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_size + self.rope_dim)
+        q_nope, q_rope = q.split([self.head_size, self.rope_dim], dim=-1)  # (B, T, nh, hs), (B, T, nh, rope_dim)
+        q_rope = apply_rope(q_rope, cos.unsqueeze(-2), sin.unsqueeze(-2))  # the same angles for every head
+        k_rope, c = self.kv_down(x).split([self.rope_dim, self.kv_latent], dim=-1)  # (B, T, rope_dim), (B, T, d_c)
+        kv = torch.cat([apply_rope(k_rope, cos, sin), self.kv_norm(c)], dim=-1)[:, None]  # (B, 1, T, rope_dim + d_c)
+        if cache is not None:  # 3.4 only this row is kept, as a "key" half and a "value" half (see the docstring)
+            kv = torch.cat(cache.append(*kv.chunk(2, dim=-1)), dim=-1)     # (B, 1, L, rope_dim + d_c)
+        # 3.5 window/sinks and decode.py's padding mask, exactly as in CausalSelfAttention
+        mask = attention_mask(T, self.window, self.n_sink, x.device) if self.window and T > 1 else None
+        if getattr(cache, "mask", None) is not None:
+            mask = cache.mask
+        attend = self.attend_absorbed if self.absorb else self.attend_naive
+        y = attend(q_nope.transpose(1, 2), q_rope.transpose(1, 2), kv, mask)  # (B, nh, T, hs)
+        return self.resid_dropout(self.c_proj(merge_heads(y)))             # (B, T, C)
+
+    def attend_naive(self, q_nope, q_rope, kv, mask):
+        """Rebuild every head's keys and values from the cached latents, then attention as in 1.4."""
+        k_rope, c = kv[:, 0].split([self.rope_dim, self.kv_latent], dim=-1)  # (B, L, rope_dim), (B, L, d_c)
+        k_nope = split_heads(self.k_up(c), self.n_head)                     # (B, nh, L, hs)
+        v = split_heads(self.v_up(c), self.n_head)                          # (B, nh, L, hs)
+        k = torch.cat([k_nope, k_rope[:, None].expand(-1, self.n_head, -1, -1)], dim=-1)  # one rope key for all
+        return self.attention(torch.cat([q_nope, q_rope], dim=-1), k, v, mask)
+
+    def attend_absorbed(self, q_nope, q_rope, kv, mask):
+        """The same attention against the cache as it is: W_uk folded into the queries, W_uv into the output.
+        (A server would also fold W_uk into q_proj once; here it stays a step, to show the algebra.)"""
+        w_uk = self.k_up.weight.view(self.n_head, self.head_size, self.kv_latent)  # k_h = w_uk[h] @ c
+        w_uv = self.v_up.weight.view(self.n_head, self.head_size, self.kv_latent)  # v_h = w_uv[h] @ c
+        q_lat = q_nope @ w_uk                                                # W_uk_h^T q_nope_h: (B, nh, T, d_c)
+        c = kv[..., self.rope_dim:]                                          # (B, 1, L, d_c): the values
+        y_lat = self.attention(torch.cat([q_rope, q_lat], dim=-1), kv, c, mask)  # sum_j a_j c_j: (B, nh, T, d_c)
+        return y_lat @ w_uv.transpose(1, 2)                                  # W_uv_h (sum_j a_j c_j): (B, nh, T, hs)
+
+    def attention(self, q, k, v, mask):
+        """softmax(q.k * scale) v for both paths. k and v may have one head that every query head reads
+        (absorbed): SDPA's enable_gqa, or broadcasting in the manual path."""
+        p = self.dropout if self.training else 0.0
+        if self.use_sdpa:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale,
+                                                  is_causal=mask is None and q.size(-2) > 1,
+                                                  enable_gqa=k.size(1) < q.size(1))
+        return causal_attention(q, k, v, p, self.training, mask, scale=self.scale)
+
+
+def set_absorb(model, absorb=True):
+    """9.2 Switch every MLA layer of model to the absorbed (True) or the naive (False) path; returns model."""
+    for module in model.modules():
+        if isinstance(module, LatentAttention):
+            module.absorb = absorb
+    return model
+
+
+def kv_cache_numbers_per_token(config: GPTConfig):
+    """9.2 Numbers the KV cache keeps per token, all layers together (x 2 bytes in bf16). Per layer, with hs the
+    head size (n_embd / n_head); the figures for n_embd 128, 4 heads (hs 32):
+        MHA  k and v of every head           2 * n_head * hs = 2 * n_embd    2 * 128          = 256
+        GQA  k and v of n_kv_head heads      2 * n_kv_head * hs              2 * 1 * 32       =  64
+        MLA  the rope key and the latent     rope_dim + kv_latent            16 + 32          =  48"""
+    if config.attention == "mla":
+        per_layer = config.rope_dim + config.kv_latent
+    else:
+        per_layer = 2 * (config.n_kv_head or config.n_head) * (config.n_embd // config.n_head)
+    return config.n_layer * per_layer
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -315,7 +480,7 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer=0):
         super().__init__()
         self.ln_1 = make_norm(config)
-        self.attn = CausalSelfAttention(config)
+        self.attn = LatentAttention(config) if config.attention == "mla" else CausalSelfAttention(config)  # 9.2
         self.ln_2 = make_norm(config)
         self.mlp = MoE(config) if config.is_moe(layer) else MLP(config)  # 5.2 the same place, the same shapes
 
@@ -447,6 +612,9 @@ class GPT(nn.Module):
     def flops_per_token(self):
         """Training FLOPs per token: 6 per parameter (2 forward + 4 backward, one multiply-add each), plus
         attention's scores and weighted sum, 12 * n_layer * n_embd * block_size (PaLM appendix B).
-        5.2 only the parameters a token uses count: an MoE's idle experts cost it nothing."""
+        5.2 only the parameters a token uses count: an MoE's idle experts cost it nothing.
+        9.2 GQA: the same (every query head still scores hs-wide keys). MLA, naive path (the one training takes):
+        scores hs + rope_dim wide, so 6 * n_layer * n_head * rope_dim * block_size more."""
         c = self.config
-        return 6 * self.num_active_params() + 12 * c.n_layer * c.n_embd * c.block_size
+        rope_scores = 6 * c.n_layer * c.n_head * c.rope_dim * c.block_size if c.attention == "mla" else 0  # 9.2
+        return 6 * self.num_active_params() + 12 * c.n_layer * c.n_embd * c.block_size + rope_scores
