@@ -56,7 +56,7 @@ def new_model(tok, n_layer=4, n_embd=128, n_head=4, block_size=96, **overrides) 
                          n_embd=n_embd, bias=False, **overrides))
 
 
-def lr_at(step, cfg: ReasonConfig):
+def reason_lr_at(step, cfg: ReasonConfig):
     """Linear warmup, then cosine down to a tenth of cfg.lr at the last step."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -74,7 +74,7 @@ def train_reasoner(model, data: SFTSet, cfg: ReasonConfig, log=print, name="mode
     model.train()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = reason_lr_at(step, cfg)
         x, y = get_sft_batch(data, cfg.batch_size, gen)
         _, loss = model(x.to(device), y.to(device))
         optimizer.zero_grad(set_to_none=True)

@@ -178,8 +178,8 @@ def test_training_rows_count_only_what_the_model_writes(tok):
 
 def test_lr_schedule():
     cfg = tr.ReasonConfig(steps=100, lr=1.0, warmup=10)
-    assert tr.lr_at(0, cfg) == pytest.approx(0.1) and tr.lr_at(9, cfg) == pytest.approx(1.0)
-    assert tr.lr_at(10, cfg) == pytest.approx(1.0) and tr.lr_at(100, cfg) == pytest.approx(0.1)
+    assert tr.reason_lr_at(0, cfg) == pytest.approx(0.1) and tr.reason_lr_at(9, cfg) == pytest.approx(1.0)
+    assert tr.reason_lr_at(10, cfg) == pytest.approx(1.0) and tr.reason_lr_at(100, cfg) == pytest.approx(0.1)
 
 
 def test_training_learns_a_tiny_set(tok):
