@@ -7,6 +7,7 @@ Run: python -m pytest -q tests/part9/test_part9_mla.py
 import math
 
 import pytest
+import test_carried_forward
 import torch
 from partloader import load_part
 from torch.utils.flop_counter import FlopCounterMode
@@ -41,13 +42,7 @@ def random_tokens(*shape, seed=1):
     return torch.randint(0, 64, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def decode_with_cache(gpt, tokens, n_prompt):
-    """Logits of every position: the prompt in one call, then one token per call (Part 3's KVCache)."""
-    cache = gpt.new_cache()
-    logits = [gpt(tokens[:, :n_prompt], cache=cache)[0]]
-    for t in range(n_prompt, tokens.size(1)):
-        logits.append(gpt(tokens[:, t:t + 1], cache=cache)[0])
-    return torch.cat(logits, dim=1), cache
+decode_with_cache = test_carried_forward.decode_with_cache  # the prompt at once, then a token per call
 
 
 # ----------------------------------------------------------------------------------------------------
