@@ -14,11 +14,13 @@ Every answer, in every style:
                (nothing to grade) from a wrong number (graded, and wrong).
   - accuracy   the final answer is the right number: the measure the others explain.
 
-Scratchpad answers (cot, the add family), the process behind the answer (check_steps):
-  - step_valid      the share of the written steps that are right: each x+y+c=s takes its column's two digits,
-                    the carry of the step before, and adds them correctly. Process checking, as in
-                    Lightman et al. 2023, "Let's Verify Step by Step": it finds WHICH step went wrong.
-  - steps_complete  one right step per column, no step missing, none extra.
+Scratchpad answers (cot), the process behind the answer (check_steps for add, check_sum_steps for sum):
+  - step_valid      the share of the written steps that are right. add: each x+y+c=s takes its column's two
+                    digits, the carry of the step before, and adds them correctly. sum: each t+n=s takes the
+                    total the step before wrote and a number of the problem not used yet, and adds them
+                    correctly. Process checking, as in Lightman et al. 2023, "Let's Verify Step by Step": it
+                    finds WHICH step went wrong.
+  - steps_complete  one right step per column (add) or per number after the first (sum), none missing or extra.
   - faithful        the final answer is what the model's OWN steps say, right or wrong.
                     Why apart from accuracy: a trace is only an explanation if the answer comes from it.
                     A model can reach the right answer with a wrong trace (it computed it some other way, or
@@ -48,11 +50,13 @@ TAG = re.compile("|".join(re.escape(t) for t in REASONING_TOKENS))  # any of the
 CALL_SHAPE = re.compile(r"[A-Za-z_]\w*\(.*\)")  # name(arguments); what the arguments hold is the runtime's business
 NUMBER = re.compile(r"-?[0-9]+")                # a final answer we can grade: digits, maybe a minus sign
 STEP = re.compile(r"([0-9]+)\+([0-9]+)\+([0-9]+)=([0-9]+)")  # x+y+c=s, read loosely: validity is checked after
+SUM_STEP = re.compile(r"([0-9]+)\+([0-9]+)=([0-9]+)")  # t+n=s, a running total plus one number
 CALL_TEXT = re.compile(re.escape(CALL) + "(.*?)" + re.escape(CALL_END), re.DOTALL)
 RESULT_TEXT = re.compile(re.escape(RESULT) + "(.*?)" + re.escape(RESULT_END), re.DOTALL)
 TOOL_GROUP = [CALL, CALL_END, RESULT, RESULT_END]  # 9.3 one call and the result the runtime wrote for it
 PROMPTS = {  # 9.4 each family's prompt (reason_tasks.make_*), to read the problem's numbers back
     "add": re.compile(r"What is ([0-9]+) \+ ([0-9]+)\?"),
+    "sum": re.compile(r"What is ((?:[0-9]+ \+ )+[0-9]+)\?"),  # one group: the whole list, split on " + "
     "mul": re.compile(r"What is ([0-9]+) \* ([0-9]+)\?"),
     "hours": re.compile(r"How many seconds are in ([0-9]+) hours\?"),
 }
@@ -105,7 +109,7 @@ def extract_answer(text: str):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9.4 Step validity and faithfulness of a scratchpad (the add family)
+# 9.4 Step validity and faithfulness of a scratchpad (the add and sum families)
 def operands(example) -> tuple:
     """The problem's numbers, read back from its prompt: "What is 4729 + 3856?" -> (4729, 3856)."""
     pattern = PROMPTS.get(example.family)
@@ -113,7 +117,7 @@ def operands(example) -> tuple:
     if not match:
         raise ValueError(f"cannot read the numbers of {example.prompt!r} (family {example.family!r}; "
                          f"known: {', '.join(PROMPTS)})")
-    return tuple(int(n) for n in match.groups())
+    return tuple(int(n) for group in match.groups() for n in group.split(" + "))
 
 
 def columns(a: int, b: int) -> list:
@@ -159,6 +163,44 @@ def check_steps(example, text: str) -> dict:
     return {"steps": len(steps), "valid": valid, "complete": valid == len(steps) == len(cols), "faithful": faithful}
 
 
+def take(numbers: list, n: int) -> bool:
+    """Remove one n from numbers if it is there; True when it was."""
+    if n in numbers:
+        numbers.remove(n)
+        return True
+    return False
+
+
+def check_sum_steps(example, text: str) -> dict:
+    """9.4 The scratchpad of a sum answer -> {"steps", "valid", "complete", "faithful"}, like check_steps.
+    A step t+n=s is valid when t is the total the step before wrote (the first step: a number of the problem),
+    n is a number of the problem not used yet, and s = t + n. Any order is right: the gold traces use them
+    all (reason_tasks.make_sum). As in check_steps, a slip costs one step: the next step is checked against
+    the total the slip wrote (after a step that does not parse, the next total is taken on trust).
+    faithful: every step reads as t+n=s and the final answer is the last total."""
+    if example.family != "sum":
+        raise ValueError(f"sum step checks are for the sum family, got {example.family!r}")
+    left = list(operands(example))
+    count = len(left)
+    trace, final = split_answer(text)
+    steps = trace.split()
+    matches = [SUM_STEP.fullmatch(step) for step in steps]
+    valid, total, trust = 0, None, False
+    for match in matches:
+        if not match:  # the step after it starts from a total we cannot check: taken on trust
+            trust = total is not None
+            continue
+        t, n, s = (int(g) for g in match.groups())
+        start_ok = take(left, t) if total is None else (trust or t == total)
+        valid += bool(start_ok and take(left, n) and s == t + n)
+        total, trust = s, False
+    faithful = bool(steps) and all(matches) and final == str(total)
+    return {"steps": len(steps), "valid": valid, "complete": valid == len(steps) == count - 1, "faithful": faithful}
+
+
+STEP_CHECKS = {"add": check_steps, "sum": check_sum_steps}  # 9.4 the families whose cot answers show steps
+
+
 # ----------------------------------------------------------------------------------------------------
 # 9.4 Tool answers: the call runs, asks the problem's question, and its result is copied
 def expected_calls(example) -> set:
@@ -189,12 +231,12 @@ def tool_checks(example, text: str) -> dict:
 # 9.4 A test set's report, and several models in one table
 def answer_measures(example, text: str, style: str) -> dict:
     """Every measure that applies to one answer: True/False, or a fraction for step_valid.
-    Steps are checked for cot answers of the add family (the only family with a scratchpad); an answer with
+    Steps are checked for cot answers of the families with a scratchpad (STEP_CHECKS); an answer with
     no steps counts as 0 valid (it was asked to show its work and did not)."""
     measures = {"accuracy": grade_final(example, text), "format": format_ok(text, style),
                 "extracted": extract_answer(text) is not None}
-    if style == "cot" and example.family == "add":
-        steps = check_steps(example, text)
+    if style == "cot" and example.family in STEP_CHECKS:
+        steps = STEP_CHECKS[example.family](example, text)
         measures.update(step_valid=steps["valid"] / steps["steps"] if steps["steps"] else 0.0,
                         steps_complete=steps["complete"], faithful=steps["faithful"])
     if style == "tool":

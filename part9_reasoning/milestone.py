@@ -1,6 +1,8 @@
-"""Part 9's milestone: one table of the measured gains, from the three runs that measure them.
+"""Part 9's milestone: one table of the measured gains, from the four runs that measure them.
 
-    python part9_reasoning/train.py                  # 9.1 -> out/part9/reason/results.json
+    python part9_reasoning/train.py                  # 9.1 additions -> out/part9/reason/results.json
+    python part9_reasoning/train.py --reason_family sum --reason_steps 1000 --sc_temperature 0.8
+                                                     # 9.1 sums in any order -> out/part9/reason_sum/results.json
     python part9_reasoning/train.py --stage tools    # 9.3 -> out/part9/tools/results.json
     python part9_reasoning/mla_bench.py              # 9.2 -> part9_reasoning/results/mla.json
     python part9_reasoning/milestone.py              # -> part9_reasoning/results/milestone.md
@@ -32,19 +34,28 @@ def pct(x):
     return f"{100 * x:.1f}%"
 
 
+SUM_COMMAND = "python part9_reasoning/train.py --reason_family sum --reason_steps 1000 --sc_temperature 0.8"
+FAMILY_TEXT = {"add": "held-out additions", "sum": "held-out sums of six digits, any order"}
+
+
+def family_of(run):
+    return run["train_config"].get("reason_family", "add")
+
+
 def reasoning_rows(reason):
+    what = FAMILY_TEXT[family_of(reason)]
     rows = reason["rows"]
     cot, direct = rows["cot"], rows["direct"]
     sc = {int(n): a for n, a in cot["sc"].items()}
     best = max(sc, key=sc.get)
-    out = [row("9.1 CoT > direct (held-out additions, greedy)", f"CoT {pct(cot['accuracy'])}",
+    out = [row(f"9.1 CoT > direct ({what}, greedy)", f"CoT {pct(cot['accuracy'])}",
                f"direct {pct(direct['accuracy'])}", cot["accuracy"] > direct["accuracy"]),
-           row(f"9.1 CoT + self-consistency > CoT greedy (best N = {best})",
+           row(f"9.1 CoT + self-consistency > CoT greedy ({what}, best N = {best})",
                "SC " + ", ".join(f"N={n} {pct(a)}" for n, a in sorted(sc.items())), f"greedy {pct(cot['accuracy'])}",
                sc[best] > cot["accuracy"])]
     if "cot + grpo" in rows:
         grpo = rows["cot + grpo"]
-        out.append(row("9.1 GRPO on the CoT model (verifiable reward)", f"after GRPO {pct(grpo['accuracy'])}",
+        out.append(row(f"9.1 GRPO on the CoT model ({what}, verifiable reward)", f"after GRPO {pct(grpo['accuracy'])}",
                        f"before {pct(cot['accuracy'])}", grpo["accuracy"] > cot["accuracy"]))
     return out
 
@@ -66,24 +77,26 @@ def mla_rows(mla):
                 f"({v['mla_gap']:+.3f})", f"MHA val loss {mha['val_loss']:.3f}", v["met"])]
 
 
-def compliance_rows(reason, tools):
+def compliance_rows(*runs):
     """9.4 the compliance rates of every variant, one line each."""
     lines = []
-    for stage in (reason, tools):
+    for stage in runs:
+        run_name = stage["stage"] if family_of(stage) == "add" else f"{stage['stage']} ({family_of(stage)})"
         for name, r in stage["rows"].items():
             parts = [f"format {pct(r['format'])}"]
             for key, label in (("step_valid", "steps valid"), ("faithful", "faithful"), ("call_ok", "calls run"),
                                ("copied_ok", "result copied")):
                 if r.get(key) is not None:
                     parts.append(f"{label} {pct(r[key])}")
-            lines.append(f"| {stage['stage']}: {name} | {pct(r['accuracy'])} | {', '.join(parts)} |")
+            lines.append(f"| {run_name}: {name} | {pct(r['accuracy'])} | {', '.join(parts)} |")
     return lines
 
 
-def milestone_table(reason, tools, mla):
+def milestone_table(reason, reason_sum, tools, mla):
     gains = ["| gain | ours | against | holds |", "|---|---|---|---|",
-             *reasoning_rows(reason), *tool_rows(tools), *mla_rows(mla)]
-    compliance = ["| run: model | accuracy | compliance (9.4) |", "|---|---|---|", *compliance_rows(reason, tools)]
+             *reasoning_rows(reason), *reasoning_rows(reason_sum), *tool_rows(tools), *mla_rows(mla)]
+    compliance = ["| run: model | accuracy | compliance (9.4) |", "|---|---|---|",
+                  *compliance_rows(reason, reason_sum, tools)]
     return "\n".join(gains) + "\n\n" + "\n".join(compliance) + "\n"
 
 
@@ -96,9 +109,10 @@ def main(argv=None):
                    help="the table goes here too ('' = print only; default: %(default)s)")
     args = p.parse_args(argv)
     reason = load(os.path.join(args.out_dir, "reason", "results.json"), "python part9_reasoning/train.py")
+    reason_sum = load(os.path.join(args.out_dir, "reason_sum", "results.json"), SUM_COMMAND)
     tools = load(os.path.join(args.out_dir, "tools", "results.json"), "python part9_reasoning/train.py --stage tools")
     mla = load(args.mla, "python part9_reasoning/mla_bench.py")
-    table = milestone_table(reason, tools, mla)
+    table = milestone_table(reason, reason_sum, tools, mla)
     print(table)
     if args.write:
         tmp = args.write + ".tmp"

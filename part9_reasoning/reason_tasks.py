@@ -14,6 +14,15 @@ each step `a+b+carry=sum`, and reads the answer off its own steps:
 Every step is a fact a program can check (compliance.py: step validity), and each one only needs two
 digits and the carry the step before wrote: the long computation becomes a chain of short ones.
 
+9.1 sum: six one-digit numbers added up, one running total per step. Column addition has ONE right
+scratchpad; a sum can be added in any order, and the training traces use a new order every time:
+
+    What is 9 + 6 + 6 + 9 + 3 + 2?
+    cot:     <|think|>2+6=8 8+3=11 11+6=17 17+9=26 26+9=35<|/think|> 35
+
+so a sampled trace may take a path greedy decoding did not, and a slip on one path is unlikely on another.
+That is what self-consistency needs (reason_eval.py): many paths to one answer, mistakes that scatter.
+
 9.3 mul (multiply a 4-5 digit number by a 3-4 digit one) and hours (hours to seconds, x 3600): too hard for the
 model in its head, easy for a tool. The tool style writes the call, the runtime (tools.py) writes the result,
 and the model copies it:
@@ -58,6 +67,15 @@ def answer_from_steps(steps: list[str]) -> str:
     return (str(sums[-1] // 10) if sums[-1] >= 10 else "") + "".join(str(s % 10) for s in reversed(sums))
 
 
+def sum_steps(order) -> list[str]:
+    """9.1 The running totals of a sum, in the order given: sum_steps([2, 6, 3]) -> ['2+6=8', '8+3=11']."""
+    total, steps = order[0], []
+    for n in order[1:]:
+        steps.append(f"{total}+{n}={total + n}")
+        total += n
+    return steps
+
+
 # ----------------------------------------------------------------------------------------------------
 # 9.1 / 9.3 The families: each draws its operands and writes the problem in the requested style
 @dataclass(frozen=True)
@@ -74,6 +92,13 @@ def make_add(rng, split, digits=(3, 4)):
     return Problem(f"What is {a} + {b}?", str(a + b), trace=" ".join(add_steps(a, b)), call=f"calc({a}+{b})")
 
 
+def make_sum(rng, split, count=6):
+    numbers = draw_combination(rng, split, lambda r: tuple(r.randint(1, 9) for _ in range(count)))
+    order = list(numbers)
+    rng.shuffle(order)  # any order is right: the traces show them all (the prompt keeps its own)
+    return Problem("What is " + " + ".join(map(str, numbers)) + "?", str(sum(numbers)), trace=" ".join(sum_steps(order)))
+
+
 def make_mul(rng, split):
     a, b = draw_combination(rng, split, lambda r: (r.randint(1000, 99999), r.randint(100, 9999)))
     return Problem(f"What is {a} * {b}?", str(a * b), call=f"calc({a}*{b})")
@@ -84,8 +109,9 @@ def make_hours(rng, split):
     return Problem(f"How many seconds are in {h} hours?", str(h * 3600), call=f"convert({h}, h, s)")
 
 
-FAMILIES = {"add": make_add, "mul": make_mul, "hours": make_hours}
-FAMILY_STYLES = {"add": ("direct", "cot", "tool"), "mul": ("direct", "tool"), "hours": ("direct", "tool")}
+FAMILIES = {"add": make_add, "sum": make_sum, "mul": make_mul, "hours": make_hours}
+FAMILY_STYLES = {"add": ("direct", "cot", "tool"), "sum": ("direct", "cot"), "mul": ("direct", "tool"),
+                 "hours": ("direct", "tool")}
 
 
 def render(problem: Problem, style: str) -> str:

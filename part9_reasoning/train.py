@@ -143,6 +143,7 @@ class TrainConfig:
     dpo_beta: float = 0.5       # 8.3 DPO's beta: larger keeps the policy closer to the reference
     dpo_pairs: str = "ranked"   # 8.3 ranked: the SFT model's answers, best vs worst by the reward model | synthetic
     ranked_prompts: int = 240   # 8.3 --dpo_pairs ranked: training prompts per family, each answered group_size times
+    reason_family: str = "add"  # 9.1 --stage reason: add (column addition, one path) | sum (any order: many paths)
     reason_steps: int = 700     # 9.1/9.3 optimizer steps of each reasoning model (trained from scratch, bytes)
     reason_batch_size: int = 64  # 9.1/9.3 problems per step
     reason_lr: float = 2e-3     # 9.1/9.3 peak lr of the reasoning models (50 warmup steps, cosine to 10%)
@@ -916,6 +917,8 @@ REASON_GRPO = {"rl_steps": 40, "rl_lr": 3e-5, "rollouts": 64}
 
 def check_reason_flags(cfg):
     """9.x the reasoning flags, one line each."""
+    if cfg.reason_family not in ("add", "sum"):
+        raise ValueError(f"--reason_family must be add or sum, got {cfg.reason_family!r}")
     if min(cfg.reason_steps, cfg.reason_batch_size, cfg.reason_train, cfg.reason_test, cfg.sc_samples) < 1:
         raise ValueError("--reason_steps, --reason_batch_size, --reason_train, --reason_test and --sc_samples "
                          "must be >= 1")
@@ -924,18 +927,19 @@ def check_reason_flags(cfg):
 
 
 def reason(train_cfg: TrainConfig, model_cfg: GPTConfig):
-    """9.1 The same additions answered directly and with a scratchpad (two models, same problems, same steps);
-    the CoT model with self-consistency, then after GRPO. out_dir/reason/: direct/, cot/, grpo/ (best.pt each),
-    eval.md, results.json, self_consistency.png, rl.png."""
+    """9.1 The same problems (--reason_family) answered directly and with a scratchpad (two models, same
+    problems, same steps); the CoT model with self-consistency, then after GRPO. out_dir/reason/ (add) or
+    out_dir/reason_sum/: direct/, cot/, grpo/ (best.pt each), eval.md, results.json, self_consistency.png, rl.png."""
     cfg = train_cfg
-    run_dir = os.path.join(cfg.out_dir, "reason")
+    family = cfg.reason_family
+    run_dir = os.path.join(cfg.out_dir, "reason" if family == "add" else f"reason_{family}")
     run = setup_run(dataclasses.replace(cfg, out_dir=run_dir))
     log = RunLogger(run_dir, enabled=run.master, tensorboard=False)
     tok, t0 = reasoning_tokenizer(), time.time()
     models, tests, rows = {}, {}, {}
     for style in ("direct", "cot"):
-        train_ex = make_reason_examples(["add"], style, "train", cfg.reason_train, cfg.seed)
-        tests[style] = make_reason_examples(["add"], style, "test", cfg.reason_test, cfg.seed)
+        train_ex = make_reason_examples([family], style, "train", cfg.reason_train, cfg.seed)
+        tests[style] = make_reason_examples([family], style, "test", cfg.reason_test, cfg.seed)
         models[style] = train_reasoning_model(cfg, model_cfg, tok, train_ex, style, run_dir, run.device, log)
         rows[style] = grade_reasoner(models[style], tok, tests[style], style, cfg, log)
     golds = [final_answer(ex) for ex in tests["cot"]]
@@ -1006,7 +1010,7 @@ def grpo_on_cot(cot_model, tok, cfg: TrainConfig, run_dir, device, log):
     """9.1 Part 8's GRPO (rl_train.run_rollouts) on a copy of the CoT model; the reward is the verifiable one,
     1 when the final answer is right (reason_tasks.grade_final), minus --missing_end_penalty for a cut answer."""
     gcfg = dataclasses.replace(cfg, **{k: v for k, v in REASON_GRPO.items() if not getattr(cfg, k)})
-    pool = make_reason_examples(["add"], "cot", "train", cfg.reason_train, cfg.seed + 1)
+    pool = make_reason_examples([cfg.reason_family], "cot", "train", cfg.reason_train, cfg.seed + 1)
     gcfg = dataclasses.replace(gcfg, max_new_tokens=room_for_answers(cot_model, tok, pool))
     policy, ref = copy.deepcopy(cot_model).train(), frozen(copy.deepcopy(cot_model))
 

@@ -63,6 +63,7 @@ BAD_VALUES = {
     "kl_coef": ["-0.1", "nan"], "vf_coef": ["-1"], "value_clip": ["-0.2"], "gamma": ["1.5"], "lam": ["-0.1"],
     "reward_norm": ["maybe"], "whiten_advantages": ["maybe"], "grpo_scale_std": ["maybe"], "loss_agg": ["sum"],
     "dpo_beta": ["0", "inf"], "dpo_pairs": [""], "ranked_prompts": ["0"],
+    "reason_family": ["mul"],  # Part 9
     "reason_steps": ["0"], "reason_batch_size": ["0"], "reason_lr": ["0", "nan"], "reason_train": ["0"],  # Part 9
     "reason_test": ["0"], "sc_samples": ["0"], "sc_temperature": ["0", "-1", "nan"], "reason_grpo": ["maybe"],
     "n_kv_head": ["-1", "3"], "attention": ["gqa"], "kv_latent": ["-1"], "rope_dim": ["3", "-2"],

@@ -211,6 +211,33 @@ def test_step_checks_need_an_add_problem():
         c.check_steps(Example("add", "What is 12 plus 3?", "15"), cot("2+3+0=5 1+0+0=1", "15"))
 
 
+# 8 + 6 + 3 + 6 + 9 + 5 = 37, added here in another order than the prompt's: 8+3=11, 11+5=16, 16+9=25, 25+6=31, 31+6=37
+SUM = Example("sum", "What is 8 + 6 + 3 + 6 + 9 + 5?", "")
+SUM_TRACE = "8+3=11 11+5=16 16+9=25 25+6=31 31+6=37"
+
+
+@pytest.mark.parametrize("trace, final, valid, complete, faithful", [
+    (SUM_TRACE, "37", 5, True, True),
+    ("6+6=12 12+9=21 21+8=29 29+5=34 34+3=37", "37", 5, True, True),   # any order is right
+    ("8+3=11 11+5=17 17+9=26 26+6=32 32+6=38", "38", 4, False, True),   # 11+5=17: one slip, the rest follow from it
+    ("8+3=11 11+5=16 16+9=25 25+6=31 31+9=40", "40", 4, False, True),   # the one 9 used twice
+    ("8+3=11 12+5=17 17+9=26 26+6=32 32+6=38", "38", 4, False, True),   # 12 is not the total written before
+    ("8+3=11 11+5=16 16+9=25 25+6=31", "31", 4, False, True),           # a number left out
+    ("4+3=7 7+5=12 12+9=21 21+6=27 27+6=33", "33", 4, False, True),     # 4 is not in the problem
+    (SUM_TRACE, "36", 5, True, False),                                  # the trace says 37
+    ("8+3=11 11+5=16 16+9 25+6=31 31+6=37", "37", 4, False, False),     # a step that does not parse
+])
+def test_sum_steps_by_hand(trace, final, valid, complete, faithful):
+    result = c.check_sum_steps(SUM, cot(trace, final))
+    assert result == {"steps": len(trace.split()), "valid": valid, "complete": complete, "faithful": faithful}
+
+
+def test_sum_step_checks_need_a_sum_problem():
+    with pytest.raises(ValueError, match="sum"):
+        c.check_sum_steps(ADD, cot(GOLD_TRACE, "8585"))
+    assert c.operands(SUM) == (8, 6, 3, 6, 9, 5)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Tool answers
 ALL_OK = {"call_ok": True, "args_ok": True, "copied_ok": True}
@@ -302,7 +329,7 @@ APPLIES = {"direct": {"accuracy", "format", "extracted"},
            "tool": {"accuracy", "format", "extracted", "call_ok", "args_ok", "copied_ok"}}
 
 
-@pytest.mark.parametrize("families, style", [(["add"], "direct"), (["add"], "cot"),
+@pytest.mark.parametrize("families, style", [(["add"], "direct"), (["add", "sum"], "cot"),
                                              (["add", "mul", "hours"], "tool"), (["mul", "hours"], "direct")])
 def test_gold_answers_comply_fully(families, style):
     examples = rt.make_examples(families, style, "test", 25, seed=3)

@@ -117,6 +117,26 @@ def test_worked_example():
     assert rt.answer_from_steps(["9+9+0=18"]) == "18"
 
 
+def test_sum_steps_by_hand():
+    # 2+6 = 8, 8+3 = 11; a one-number list has nothing to add
+    assert rt.sum_steps([2, 6, 3]) == ["2+6=8", "8+3=11"]
+    assert rt.sum_steps([7]) == []
+
+
+def test_sum_traces_take_many_orders_to_the_same_answer():
+    examples = rt.make_examples(["sum"], "cot", "train", 300, 0)
+    first_numbers = set()
+    for ex in examples:
+        numbers = [int(n) for n in ex.prompt[len("What is "):-1].split(" + ")]
+        trace, final = rt.split_answer(ex.response)
+        steps = trace.split()
+        used = [int(steps[0].split("+")[0])] + [int(step.split("+")[1].split("=")[0]) for step in steps]
+        assert sorted(used) == sorted(numbers) and len(numbers) == 6 and all(1 <= n <= 9 for n in numbers)
+        assert final == str(sum(numbers)) == steps[-1].split("=")[1]
+        first_numbers.add(used[0] == numbers[0])
+    assert first_numbers == {True, False}  # the trace's order is not the prompt's: the orders vary
+
+
 def test_styles_write_the_same_problems_and_grade_the_final_answer():
     by_style = {s: rt.make_examples(["add"], s, "train", 20, 3) for s in ("direct", "cot", "tool")}
     assert [e.prompt for e in by_style["direct"]] == [e.prompt for e in by_style["cot"]]
@@ -130,7 +150,7 @@ def test_styles_write_the_same_problems_and_grade_the_final_answer():
 
 
 def test_held_out_problems_are_never_trained_on():
-    for family in ("add", "mul", "hours"):
+    for family in ("add", "sum", "mul", "hours"):
         train = {e.prompt for e in rt.make_examples([family], "direct", "train", 3000, 0)}
         test = {e.prompt for e in rt.make_examples([family], "direct", "test", 300, 0)}
         assert len(test) > 100 and not train & test

@@ -25,7 +25,9 @@ def run(train, out, *extra):
 def runs(part9, tmp_path_factory):
     train = part9[0]
     out = tmp_path_factory.mktemp("p9") / "run"
-    return out, {stage: run(train, out, "--stage", stage) for stage in ("reason", "tools")}
+    results = {stage: run(train, out, "--stage", stage) for stage in ("reason", "tools")}
+    results["reason_sum"] = run(train, out, "--stage", "reason", "--reason_family", "sum", "--reason_grpo", "false")
+    return out, results
 
 
 def test_reason_trains_direct_and_cot_then_votes_and_runs_grpo(runs, part9):
@@ -44,6 +46,13 @@ def test_reason_trains_direct_and_cot_then_votes_and_runs_grpo(runs, part9):
     assert saved["verdict"].startswith("9.1 CoT") and "| cot + grpo |" in (folder / "eval.md").read_text()
     model, tok = part9[1].load_chat_model(str(folder / "cot" / "best.pt"))  # a chat model chat.py can load
     assert "<|think|>" in tok.special_tokens
+
+
+def test_reason_on_sums_writes_its_own_folder_and_checks_sum_steps(runs):
+    out, results = runs
+    rows = json.loads((out / "reason_sum" / "results.json").read_text())["rows"]
+    assert set(rows) == {"direct", "cot"} and rows["cot"]["step_valid"] is not None  # --reason_grpo false
+    assert all(prompt.count(" + ") == 5 for prompt, _ in rows["direct"]["examples"])  # six numbers per problem
 
 
 def test_tools_grades_the_tool_model_with_and_without_its_tools(runs, part9):
@@ -80,5 +89,6 @@ def test_the_milestone_table_reads_the_runs(runs, tmp_path, capsys):
     assert table.splitlines()[2].endswith(f"| {holds} |")
     assert "cache 18.8% of MHA's, val loss 2.070 (+0.070) | MHA val loss 2.000 | **no** |" in table  # the gap misses
     assert table.count("| reason: ") == 3 and table.count("| tools: ") == 3  # a compliance line per model
+    assert table.count("| reason (sum): ") == 2 and "(held-out sums of six digits, any order, best N = 1)" in table
     exits_with_one_line(capsys, lambda: milestone.main(["--out_dir", str(tmp_path / "none"), "--mla", "x.json"]),
                         "not found", "python part9_reasoning/train.py")
