@@ -96,7 +96,8 @@ def make_sum(rng, split, count=6):
     numbers = draw_combination(rng, split, lambda r: tuple(r.randint(1, 9) for _ in range(count)))
     order = list(numbers)
     rng.shuffle(order)  # any order is right: the traces show them all (the prompt keeps its own)
-    return Problem("What is " + " + ".join(map(str, numbers)) + "?", str(sum(numbers)), trace=" ".join(sum_steps(order)))
+    prompt = "What is " + " + ".join(map(str, numbers)) + "?"
+    return Problem(prompt, str(sum(numbers)), trace=" ".join(sum_steps(order)))
 
 
 def make_mul(rng, split):
