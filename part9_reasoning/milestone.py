@@ -1,7 +1,8 @@
 """Part 9's milestone: one table of the measured gains, from the four runs that measure them.
 
     python part9_reasoning/train.py                  # 9.1 additions -> out/part9/reason/results.json
-    python part9_reasoning/train.py --reason_family sum --reason_steps 1000 --sc_temperature 0.8
+    python part9_reasoning/train.py --reason_family sum --reason_steps 800 --sc_temperature 0.8 \
+        --rl_steps 100 --rollouts 128
                                                      # 9.1 sums in any order -> out/part9/reason_sum/results.json
     python part9_reasoning/train.py --stage tools    # 9.3 -> out/part9/tools/results.json
     python part9_reasoning/mla_bench.py              # 9.2 -> part9_reasoning/results/mla.json
@@ -34,7 +35,8 @@ def pct(x):
     return f"{100 * x:.1f}%"
 
 
-SUM_COMMAND = "python part9_reasoning/train.py --reason_family sum --reason_steps 1000 --sc_temperature 0.8"
+SUM_COMMAND = ("python part9_reasoning/train.py --reason_family sum --reason_steps 800 --sc_temperature 0.8 "
+               "--rl_steps 100 --rollouts 128")
 FAMILY_TEXT = {"add": "held-out additions", "sum": "held-out sums of six digits, any order"}
 
 
