@@ -125,7 +125,7 @@ def test_sum_steps_by_hand():
 
 def test_sum_traces_take_many_orders_to_the_same_answer():
     examples = rt.make_examples(["sum"], "cot", "train", 300, 0)
-    first_numbers = set()
+    starts_as_prompt = set()
     for ex in examples:
         numbers = [int(n) for n in ex.prompt[len("What is "):-1].split(" + ")]
         trace, final = rt.split_answer(ex.response)
@@ -133,8 +133,8 @@ def test_sum_traces_take_many_orders_to_the_same_answer():
         used = [int(steps[0].split("+")[0])] + [int(step.split("+")[1].split("=")[0]) for step in steps]
         assert sorted(used) == sorted(numbers) and len(numbers) == 6 and all(1 <= n <= 9 for n in numbers)
         assert final == str(sum(numbers)) == steps[-1].split("=")[1]
-        first_numbers.add(used[0] == numbers[0])
-    assert first_numbers == {True, False}  # the trace's order is not the prompt's: the orders vary
+        starts_as_prompt.add(used[0] == numbers[0])
+    assert starts_as_prompt == {True, False}  # the trace's order is not the prompt's: the orders vary
 
 
 def test_styles_write_the_same_problems_and_grade_the_final_answer():
